@@ -1,0 +1,62 @@
+"""The compiled training step against a numpy computation of Algorithm 1, and the back ends against
+each other."""
+import importlib.util
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from reproduction.binarize import binary_tanh_unit
+from reproduction.functions import compile_functions
+from reproduction.layers import BatchNorm, DenseLayer, Nonlinearity, Pass, forward
+from reproduction.loss import squared_hinge
+from reproduction.updates import glorot_lr_scale
+
+F32 = np.float32
+
+
+def _net(seed=0):
+    rng = np.random.RandomState(seed)
+    return [DenseLayer(12, 16, rng=rng, name="d0"), BatchNorm(16, name="bn0"), Nonlinearity(binary_tanh_unit),
+            DenseLayer(16, 10, rng=rng, name="d1"), BatchNorm(10, name="bn1")]
+
+
+def test_one_training_step_applies_the_gradient_wrt_binarized_weights_scaled_and_clipped():
+    layers = _net()
+    W0 = layers[0].W.get_value().copy()
+    f = compile_functions(layers, input_ndim=2, mode="CVM")
+    rng = np.random.RandomState(1)
+    x = rng.randn(20, 12).astype(F32)
+    t = (2 * np.eye(10)[rng.randint(0, 10, 20)] - 1).astype(F32)
+
+    # dLoss/dWb of the first layer, from the graph the training step differentiates
+    x_ = pt.matrix(dtype="float32")
+    t_ = pt.matrix(dtype="float32")
+    p = Pass(False)
+    loss = squared_hinge(forward(layers, x_, p), t_)
+    g_wb = pytensor.function([x_, t_], pytensor.grad(loss, p.binarized[layers[0].W]), mode="CVM")(x, t)
+
+    lr = 0.01
+    f.train(x, t, F32(lr))
+    # first Adam step: m = 0.1 g, v = 0.001 g^2, a_1 = lr * sqrt(0.001) / 0.1, step = a_1 m / (sqrt(v) + eps)
+    step = lr * np.sqrt(0.001) / 0.1 * (0.1 * g_wb) / (np.sqrt(0.001 * g_wb.astype(np.float64) ** 2) + 1e-8)
+    expected = np.clip(W0 - glorot_lr_scale(12, 16) * step, -1, 1)
+    assert np.allclose(layers[0].W.get_value(), expected, rtol=1e-4, atol=1e-5)
+    assert np.any(np.abs(expected) == 1.0)   # the scale is large enough that the clip matters
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install '.[jax]')")
+def test_jax_gives_the_same_forward_values_as_the_c_back_end():
+    layers = _net(seed=3)
+    for layer in layers:
+        if isinstance(layer, BatchNorm):     # stored statistics that are not the identity
+            layer.mean.set_value(np.linspace(-1, 1, layer.mean.get_value().size).astype(F32))
+            layer.inv_std.set_value(np.linspace(0.5, 2, layer.mean.get_value().size).astype(F32))
+    x = pt.matrix(dtype="float32")
+    out = forward(layers, x, Pass(deterministic=True))
+    xv = np.random.RandomState(2).randn(50, 12).astype(F32)
+    c = pytensor.function([x], out, mode="CVM")(xv)
+    j = np.asarray(pytensor.function([x], out, mode="JAX")(xv))
+    assert np.allclose(c, j, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(c.argmax(1), j.argmax(1))
