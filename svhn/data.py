@@ -1,0 +1,400 @@
+"""SVHN as the original used it: pylearn2's ``splitted_train`` / ``valid`` / ``test`` (PAPER.md §2.3,
+§7 item 10), read from the official cropped-digit files and kept in an HDF5 cache of uint8 pixels.
+
+Source files (http://ufldl.stanford.edu/housenumbers/): ``train_32x32.mat`` (73,257 images),
+``test_32x32.mat`` (26,032) and ``extra_32x32.mat`` (531,131), MATLAB v5 files holding ``X``: uint8
+(32, 32, 3, N) and ``y``: (N, 1) labels 1..10, where 10 means the digit 0.
+
+The splits, following pylearn2's ``SVHN.make_data`` (the version the original ran, fe9beee9), with
+``rng = numpy.random.RandomState(322)``:
+
+1. for each label 1..10 in turn, the indices of that label in ``train`` are shuffled with ``rng``
+   and the first 400 go to the validation set; then the same for ``extra`` with 200 per label;
+2. ``splitted_train`` is the rest of ``train`` in file order followed by the rest of ``extra`` in
+   file order (598,388 images); it is then shuffled by ``rng.shuffle(range(598388))`` continuing
+   from the state after step 1: image ``i`` of the result is image ``perm[i]`` of the list;
+3. ``valid`` (6,000) is shuffled the same way from the same state (pylearn2 built each set in its
+   own ``make_data`` call with a fresh ``RandomState(322)``, so both final shuffles start there);
+4. ``test`` is shuffled by a fresh ``RandomState(322).shuffle(range(26032))``. This order decides
+   which 32 test images fall in the partial last batch that the training loop drops.
+
+Bit-exactness with pylearn2: the selection (which images are in which set), the order of
+``splitted_train`` and the order of ``test`` follow from the steps above exactly, given that
+numpy's legacy ``RandomState.shuffle`` draws have not changed since 2016 and that pylearn2's
+``list(set(range(N)) - chosen)`` iterates in ascending order (CPython's set of small ints does).
+The *order within* ``valid`` is not guaranteed: pylearn2 listed the 6,000 chosen indices from a
+Python 2 ``set``, whose iteration order we do not reproduce; we list them ascending (train's, then
+extra's) before the final shuffle. This changes neither the validation images nor the validation
+error (the 6,000 images make 120 full batches of 50 and batch norm runs in inference mode).
+
+Labels: ``y`` is the digit, 0..9 (file label 10 -> 0). pylearn2 subtracted 1 instead (digit 0 ->
+class 9, digit d -> class d-1); the two differ only by a relabelling of the ten output units.
+
+The cache (``svhn_splits_uint8.h5`` beside the source files) stores the three splits in their final
+order as uint8 (N, 3, 32, 32), so loading is three contiguous reads and no float copy of the
+604,388 training images (7.4 GB) ever exists. Its attributes record each source file's size and
+mtime and the split parameters; when any differs the cache is rebuilt. Building streams each .mat
+file in chunks of images straight into the output arrays, so peak memory is the size of the
+returned uint8 splits (about 1.9 GB at full size) plus one chunk, never a second copy of ``extra``.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import scipy.io
+
+from reproduction.dataset import Split, Splits
+from reproduction.download import DataError, atomic_output, download as fetch, find_data_dir, looks_like_html
+
+URL = "http://ufldl.stanford.edu/housenumbers/{}_32x32.mat"
+MD5 = {
+    "train": "e26dedcc434d2e4c54c9b2d4a06d8373",
+    "test": "eb5a983be6a315427106f1b66c7a1a1d",
+    "extra": "a93ce644f1a588dc4d68dda5feec44a7",
+}
+SOURCES = ("train", "test", "extra")
+CACHE_NAME = "svhn_splits_uint8.h5"
+CACHE_FORMAT = 1
+SEED = 322
+VALID_PER_CLASS = (400, 200)  # from train, from extra
+IMAGE_BYTES = 32 * 32 * 3
+CHUNK_IMAGES = 8192  # 24 MiB of pixels per read
+
+
+def load_svhn(data_dir=None, download=True, *, valid_per_class=VALID_PER_CLASS, seed=SEED,
+              progress=True) -> Splits:
+    """The original's SVHN splits as uint8 pixels: train 598,388 / valid 6,000 / test 26,032.
+
+    ``data_dir``: folder of the three .mat files (default ``$SVHN_DATA_DIR``, else
+    ``~/.cache/binarynet/data/svhn``); missing files are downloaded when ``download``. The first
+    call builds the HDF5 cache there; later calls read it. ``valid_per_class``: images per label
+    taken from (train, extra) for validation; ``seed``: the selection's RandomState seed.
+    """
+    folder = find_data_dir("svhn", data_dir, "SVHN_DATA_DIR")
+    sources = {name: folder / f"{name}_32x32.mat" for name in SOURCES}
+    cache = folder / CACHE_NAME
+    params = {"format": CACHE_FORMAT, "seed": int(seed),
+              "valid_per_class": np.asarray(valid_per_class, dtype=np.int64)}
+    have_sources = all(p.exists() for p in sources.values())
+    # Without the sources there is nothing to compare against: a cache built with the same
+    # parameters is used rather than downloading 2.3 GB again.
+    wanted = {**params, **source_stamps(sources)} if have_sources else params
+    if cache.exists() and _cache_matches(cache, wanted):
+        try:
+            return read_cache(cache)
+        except DataError:
+            if not have_sources:
+                raise
+    for name, path in sources.items():
+        if not path.exists():
+            if not download:
+                raise DataError(f"{path}: missing; download {URL.format(name)} (md5 {MD5[name]}) "
+                                f"into {folder}, or call with download=True")
+            fetch([URL.format(name)], path, MD5[name], progress=progress)
+    if progress:
+        print(f"Building the SVHN cache {cache} from {folder} (once)", file=sys.stderr)
+    return build_cache(sources, cache, valid_per_class=valid_per_class, seed=seed)
+
+
+def source_stamps(sources: dict[str, Path]) -> dict[str, str]:
+    """``{"source_<name>": "<size> <mtime_ns>"}`` for each source file: what the cache depends on."""
+    stamps = {}
+    for name, path in sources.items():
+        st = os.stat(path)
+        stamps[f"source_{name}"] = f"{st.st_size} {st.st_mtime_ns}"
+    return stamps
+
+
+def _cache_matches(cache: Path, wanted: dict) -> bool:
+    try:
+        with h5py.File(cache, "r") as f:
+            return all(k in f.attrs and np.array_equal(f.attrs[k], v) for k, v in wanted.items())
+    except OSError:  # not an HDF5 file: rebuild it
+        return False
+
+
+def read_cache(cache: Path) -> Splits:
+    """The three splits stored in ``cache``, read into memory as uint8 / int64."""
+    try:
+        with h5py.File(cache, "r") as f:
+            splits = [Split(f[name]["X"][...], f[name]["y"][...].astype(np.int64))
+                      for name in ("train", "valid", "test")]
+    except (OSError, KeyError) as e:
+        raise DataError(f"{cache}: unreadable SVHN cache ({e}); delete it to rebuild") from None
+    for split in splits:
+        if split.X.dtype != np.uint8 or split.X.shape[1:] != (3, 32, 32) or len(split.X) != len(split.y):
+            raise DataError(f"{cache}: unexpected contents {split.X.shape} {split.X.dtype}; delete it to rebuild")
+    return Splits(*splits)
+
+
+def split_indices(y_train: np.ndarray, y_extra: np.ndarray, valid_per_class=VALID_PER_CLASS,
+                  seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """pylearn2's ``splitted_train`` and ``valid`` as indices into train followed by extra
+    (extra's image ``j`` is ``len(y_train) + j``), each in its final shuffled order.
+
+    ``y_train``, ``y_extra``: the files' labels 1..10. See the module docstring for the procedure
+    and for what is and is not bit-exact with pylearn2.
+    """
+    rng = np.random.RandomState(seed)
+    kept, chosen_all = [], []
+    offset = 0
+    for name, y, per_class in (("train", y_train, valid_per_class[0]), ("extra", y_extra, valid_per_class[1])):
+        y = np.asarray(y).reshape(-1)
+        chosen = []
+        for label in range(1, 11):
+            index = np.nonzero(y == label)[0]
+            if len(index) < per_class:
+                raise DataError(f"{name}_32x32.mat: {len(index)} images of label {label}, fewer than "
+                                f"the {per_class} the validation set takes")
+            rng.shuffle(index)
+            chosen.append(index[:per_class])
+        chosen = np.sort(np.concatenate(chosen))
+        rest = np.ones(len(y), dtype=bool)
+        rest[chosen] = False
+        kept.append(np.nonzero(rest)[0] + offset)
+        chosen_all.append(chosen + offset)
+        offset += len(y)
+    kept, chosen_all = np.concatenate(kept), np.concatenate(chosen_all)
+    state = rng.get_state()
+    train = kept[_shuffled_range(len(kept), rng)]
+    rng.set_state(state)
+    valid = chosen_all[_shuffled_range(len(chosen_all), rng)]
+    return train, valid
+
+
+def test_order(n_test: int, seed: int = SEED) -> np.ndarray:
+    """pylearn2's order of the test set: ``RandomState(seed).shuffle(range(n_test))``."""
+    return _shuffled_range(n_test, np.random.RandomState(seed))
+
+
+def _shuffled_range(n: int, rng: np.random.RandomState) -> np.ndarray:
+    index = np.arange(n)
+    rng.shuffle(index)  # the same swaps as pylearn2's rng.shuffle(range(n)) on a Python list
+    return index
+
+
+def build_cache(sources: dict[str, Path], cache: Path, *, valid_per_class=VALID_PER_CLASS,
+                seed: int = SEED) -> Splits:
+    """Read the three .mat files, select and order the splits, write ``cache`` atomically and
+    return the splits. Pixels go from each file's chunks straight to their final positions."""
+    for path in sources.values():
+        check_not_html(path)
+    labels = {name: read_labels(path) for name, path in sources.items()}
+    train_idx, valid_idx = split_indices(labels["train"], labels["extra"], valid_per_class, seed)
+    test_idx = test_order(len(labels["test"]), seed)
+
+    # Where each image of train+extra goes: split 0 (train) or 1 (valid), at which position.
+    n_train, n_extra = len(labels["train"]), len(labels["extra"])
+    split_of = np.full(n_train + n_extra, -1, dtype=np.int8)
+    position = np.zeros(n_train + n_extra, dtype=np.int64)
+    for s, idx in enumerate((train_idx, valid_idx)):
+        split_of[idx] = s
+        position[idx] = np.arange(len(idx))
+    targets = [np.empty((len(train_idx), 3, 32, 32), dtype=np.uint8),
+               np.empty((len(valid_idx), 3, 32, 32), dtype=np.uint8)]
+    for name, offset in (("train", 0), ("extra", n_train)):
+        for start, images in iter_images(sources[name], len(labels[name])):
+            g = offset + start + np.arange(len(images))
+            for s, target in enumerate(targets):
+                mask = split_of[g] == s
+                target[position[g[mask]]] = images[mask]
+    test_X = np.empty((len(test_idx), 3, 32, 32), dtype=np.uint8)
+    test_position = np.empty_like(test_idx)
+    test_position[test_idx] = np.arange(len(test_idx))
+    for start, images in iter_images(sources["test"], len(labels["test"])):
+        test_X[test_position[start:start + len(images)]] = images
+
+    both = np.concatenate([labels["train"], labels["extra"]])
+    splits = Splits(Split(targets[0], both[train_idx] % 10),
+                    Split(targets[1], both[valid_idx] % 10),
+                    Split(test_X, labels["test"][test_idx] % 10))
+    attrs = {"format": CACHE_FORMAT, "seed": int(seed),
+             "valid_per_class": np.asarray(valid_per_class, dtype=np.int64), **source_stamps(sources)}
+    with atomic_output(cache) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(attrs)
+            for name, split in zip(("train", "valid", "test"), (splits.train, splits.valid, splits.test)):
+                group = f.create_group(name)
+                group.create_dataset("X", data=split.X)
+                group.create_dataset("y", data=split.y.astype(np.uint8))
+    return splits
+
+
+def check_not_html(path: Path) -> None:
+    if looks_like_html(path):
+        raise DataError(f"{path}: an HTML page, not a .mat file (a failed download?); delete it and download again")
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """The ``y`` of an official .mat file as int64 (N,), checked to be (N, 1) with values 1..10."""
+    try:
+        y = scipy.io.loadmat(path, variable_names=["y"]).get("y")
+    except Exception as e:  # scipy raises ValueError, TypeError, OSError... for a bad file
+        raise DataError(f"{path}: not a readable MATLAB v5 file ({_one_line(e)})") from None
+    if y is None:
+        raise DataError(f"{path}: no variable 'y'")
+    if y.ndim != 2 or y.shape[1] != 1:
+        raise DataError(f"{path}: y has shape {y.shape}, expected (N, 1)")
+    y = y.reshape(-1)
+    if len(y) and (not np.all(y == np.round(y)) or y.min() < 1 or y.max() > 10):
+        raise DataError(f"{path}: labels outside 1..10 (found {y.min()}..{y.max()})")
+    return y.astype(np.int64)
+
+
+def iter_images(path: Path, n: int, chunk: int = CHUNK_IMAGES) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, images)`` for the ``n`` images of the file's ``X``, ``images`` uint8
+    (k, 3, 32, 32) (channel, row, column), ``chunk`` images at a time.
+
+    The official files are v5 with each variable zlib-compressed; ``X`` is read as a stream so
+    that only one chunk is in memory. Any layout this reader does not stream (big-endian, another
+    element type) falls back to ``scipy.io.loadmat``, which holds the whole ``X``.
+    """
+    try:
+        with open(path, "rb") as f:
+            try:
+                stream, dims = _open_variable(f, "X")
+            except _Unsupported:
+                yield from _iter_loadmat(path, n, chunk)
+                return
+            _check_dims(path, dims, n)
+            for start in range(0, n, chunk):
+                k = min(chunk, n - start)
+                # MATLAB's column-major (row, col, channel, image): each image is 3072 bytes that
+                # read in C order as (channel, col, row).
+                raw = np.frombuffer(stream.read(k * IMAGE_BYTES), dtype=np.uint8)
+                yield start, raw.reshape(k, 3, 32, 32).transpose(0, 1, 3, 2)
+    except (EOFError, zlib.error, struct.error) as e:
+        raise DataError(f"{path}: truncated or corrupt ({_one_line(e) or 'unexpected end of file'})") from None
+
+
+def _check_dims(path: Path, dims, n: int) -> None:
+    if tuple(dims) != (32, 32, 3, n):
+        raise DataError(f"{path}: X has shape {tuple(int(d) for d in dims)}, expected (32, 32, 3, {n})")
+
+
+def _iter_loadmat(path: Path, n: int, chunk: int):
+    try:
+        X = scipy.io.loadmat(path, variable_names=["X"]).get("X")
+    except Exception as e:
+        raise DataError(f"{path}: not a readable MATLAB v5 file ({_one_line(e)})") from None
+    if X is None:
+        raise DataError(f"{path}: no variable 'X'")
+    _check_dims(path, X.shape, n)
+    if X.dtype != np.uint8 and (X.min() < 0 or X.max() > 255 or not np.all(X == np.round(X))):
+        raise DataError(f"{path}: X is {X.dtype} with values outside 0..255")
+    for start in range(0, n, chunk):
+        yield start, X[:, :, :, start:start + chunk].transpose(3, 2, 0, 1).astype(np.uint8)
+
+
+# --- A streaming reader for one uint8 variable of a MATLAB v5 file (MathWorks "MAT-File Format",
+# level 5): a 128-byte header, then elements, each an 8-byte tag (type, byte count) and its data,
+# padded to 8 bytes; type 15 (miCOMPRESSED) wraps one zlib-compressed element; type 14 (miMATRIX)
+# holds sub-elements: array flags, dimensions, name, then the real part. A tag whose upper 16 bits
+# are set is a "small element" holding up to 4 bytes of data inside the tag itself.
+_MI_UINT8, _MI_MATRIX, _MI_COMPRESSED = 2, 14, 15
+_MX_UINT8_CLASS = 9
+_READ_BYTES = 1 << 22
+
+
+class _Unsupported(Exception):
+    """A layout the streaming reader does not handle; scipy reads it instead."""
+
+
+class _FileStream:
+    def __init__(self, f):
+        self.f = f
+
+    def read(self, n: int) -> bytes:
+        data = self.f.read(n)
+        if len(data) < n:
+            raise EOFError(f"needed {n} bytes, found {len(data)}")
+        return data
+
+
+class _ZlibStream:
+    """Reads the decompressed bytes of the next ``nbytes`` compressed bytes of ``f``."""
+
+    def __init__(self, f, nbytes: int):
+        self.f, self.left = f, nbytes
+        self.z = zlib.decompressobj()
+        self.buf = bytearray()
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if self.z.unconsumed_tail:
+                data = self.z.unconsumed_tail
+            else:
+                data = self.f.read(min(_READ_BYTES, self.left)) if self.left > 0 and not self.z.eof else b""
+                if not data:
+                    raise EOFError(f"compressed data ended {n - len(self.buf)} bytes early")
+                self.left -= len(data)
+            # max_length bounds memory even for highly compressible data.
+            self.buf += self.z.decompress(data, max(n - len(self.buf), _READ_BYTES))
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+
+def _tag(s) -> tuple[int, int, bytes | None]:
+    """(type, byte count, data if small element else None)."""
+    raw = s.read(8)
+    mdtype, nbytes = struct.unpack("<II", raw)
+    if mdtype >> 16:
+        size = mdtype >> 16
+        return mdtype & 0xFFFF, size, raw[4:4 + size]
+    return mdtype, nbytes, None
+
+
+def _element(s) -> bytes:
+    _, nbytes, small = _tag(s)
+    if small is not None:
+        return small
+    data = s.read(nbytes)
+    s.read(-nbytes % 8)
+    return data
+
+
+def _open_variable(f, wanted: str):
+    """Find variable ``wanted`` in the open file ``f``; return a stream positioned at its data and
+    its dimensions. Raises _Unsupported for layouts left to scipy, DataError if it is missing."""
+    header = f.read(128)
+    if len(header) < 128:
+        raise EOFError("shorter than a MATLAB header")
+    if header[126:128] != b"IM":  # big-endian files, v7.3 (HDF5) files, or not a .mat at all
+        raise _Unsupported
+    size = os.fstat(f.fileno()).st_size
+    pos = 128
+    while pos + 8 <= size:
+        f.seek(pos)
+        mdtype, nbytes, _ = _tag(_FileStream(f))
+        next_pos = pos + 8 + nbytes
+        if mdtype == _MI_COMPRESSED:
+            s = _ZlibStream(f, nbytes)
+            mdtype, _, _ = _tag(s)
+        else:
+            s = _FileStream(f)
+        if mdtype == _MI_MATRIX:
+            flags = _element(s)
+            dims = np.frombuffer(_element(s), dtype="<i4")
+            name = _element(s).decode("latin-1")
+            if name == wanted:
+                mxclass = flags[0]
+                data_type, data_bytes, small = _tag(s)
+                if mxclass != _MX_UINT8_CLASS or data_type != _MI_UINT8 or small is not None:
+                    raise _Unsupported
+                if data_bytes != int(np.prod(dims.astype(np.int64))):
+                    raise EOFError(f"{wanted} holds {data_bytes} bytes for dimensions {tuple(dims)}")
+                return s, dims
+        pos = next_pos
+    raise DataError(f"{getattr(f, 'name', '?')}: no variable '{wanted}'")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
