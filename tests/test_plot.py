@@ -1,0 +1,55 @@
+"""Plots are written as valid PNG files from synthetic records; a clear error without matplotlib."""
+import sys
+
+import pytest
+
+from reproduction import plot
+from reproduction.__main__ import main
+from tests.test_compare import make_bench, make_run
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path):
+    image = pytest.importorskip("matplotlib.image")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    pixels = image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert pixels.std() > 0  # something was drawn
+
+
+def test_learning_curves_and_ratios(tmp_path):
+    pytest.importorskip("matplotlib", reason='matplotlib is optional (pip install ".[plot]")')
+    make_run(tmp_path, "mnist-a", "mnist", 1.1, epochs=30)
+    make_run(tmp_path, "mnist-b", "mnist", 1.3, epochs=12)
+    make_run(tmp_path, "svhn-a", "svhn", 3.0, epochs=5)
+    make_bench(tmp_path, "h200", xnor_vs_baseline=12.0, xnor_vs_blas=0.3, mlp_xnor_vs_baseline=None)
+    make_bench(tmp_path, "cpu", device="cpu", xnor_vs_baseline=5.0, mlp_xnor_vs_baseline=2.0)
+    out = tmp_path / "figures"
+    written = plot.plot_all([tmp_path / "runs", tmp_path / "bench"], out)
+    names = sorted(p.name for p in written)
+    assert names == ["benchmark_ratios.png", "learning_curves_mnist.png", "learning_curves_svhn.png"]
+    for p in written:
+        _check_png(p)
+    assert sorted(p.name for p in out.iterdir()) == names  # no temporary files left behind
+
+
+def test_cli_writes_into_out(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason='matplotlib is optional (pip install ".[plot]")')
+    make_run(tmp_path, "c", "cifar10", 12.0, epochs=3)
+    assert main(["plot", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]) == 0
+    assert capsys.readouterr().out.strip().endswith("learning_curves_cifar10.png")
+    _check_png(tmp_path / "fig" / "learning_curves_cifar10.png")
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty"), "--out", str(tmp_path / "fig2")]) == 0
+    assert "nothing to plot" in capsys.readouterr().out
+
+
+def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch, capsys):
+    # A None entry in sys.modules makes the import fail as if matplotlib were not installed.
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(plot.PlotDependencyError, match=r'pip install "\.\[plot\]"'):
+        plot.plot_all([tmp_path], tmp_path / "fig")
+    assert main(["plot", str(tmp_path)]) == 2
+    assert 'pip install ".[plot]"' in capsys.readouterr().err
