@@ -4,18 +4,13 @@
     python -m mnist --epochs 2 --train-size 5000 --units 256 # a short run of the same program
 """
 import argparse
-import sys
 
 import numpy as np
 
 import reproduction  # noqa: F401  (compile-cache and floatX defaults, before PyTensor loads)
 from reproduction.binarize import binary_tanh_unit
-from reproduction.cli import add_common_arguments, make_run, progress_flag, resolve
-from reproduction.dataset import Splits
-from reproduction.download import DataError
-from reproduction.functions import compile_functions
+from reproduction.cli import add_common_arguments, compile_and_train, load, resolve, run_variant_hyperparameters
 from reproduction.layers import BatchNorm, DenseLayer, Dropout, Nonlinearity
-from reproduction.train import TrainingDiverged, train
 from reproduction.updates import lr_decay
 
 # The paper's hyperparameters (the original mnist.py; PAPER.md §2.1)
@@ -34,7 +29,7 @@ H = 1.0
 W_LR_scale = "Glorot"
 LR_start = 0.003
 LR_fin = 0.0000003
-train_size, valid_size, test_size = 50000, 10000, 10000
+# splits: train[0:50000], validation[50000:60000], the 10,000 test images (mnist/data.py)
 
 
 def build_mlp(rng, *, units, hidden_layers, dropout_in, dropout_hidden, stochastic, shift_bn):
@@ -70,36 +65,19 @@ def main(argv=None):
     args = parse_args(argv)
     from mnist.data import load_mnist
 
-    try:
-        data = load_mnist(args.data_dir, download=not args.no_download)
-    except DataError as e:
-        sys.exit(str(e))
-    splits = Splits(data.train.subset(args.train_size), data.valid.subset(args.valid_size),
-                    data.test.subset(args.test_size))
+    splits = load(load_mnist, args)
     p_in, p_hidden = (0.0, 0.0) if args.no_dropout else (dropout_in, dropout_hidden)
-    decay = lr_decay(LR_start, LR_fin, args.epochs)
     hyperparameters = {
         "batch_size": batch_size, "alpha": alpha, "epsilon": epsilon, "num_units": args.units,
         "n_hidden_layers": args.hidden_layers, "num_epochs": args.epochs, "paper_epochs": num_epochs,
         "dropout_in": p_in, "dropout_hidden": p_hidden, "activation": "binary_tanh_unit", "binary": binary,
-        "stochastic": args.stochastic, "H": H, "W_LR_scale": W_LR_scale, "LR_start": LR_start,
-        "LR_fin": LR_fin, "LR_decay": decay, "shift_bn": args.shift_bn,
-        "optimizer": "shift_adamax" if args.shift_adamax else "adam", "seed": args.seed,
-        "train_size": len(splits.train), "valid_size": len(splits.valid), "test_size": len(splits.test),
-        "mode": args.mode,
+        "H": H, "W_LR_scale": W_LR_scale, "LR_start": LR_start, "LR_fin": LR_fin,
+        "LR_decay": lr_decay(LR_start, LR_fin, args.epochs), **run_variant_hyperparameters(args, splits),
     }
     rng = np.random.RandomState(args.seed)
     layers = build_mlp(rng, units=args.units, hidden_layers=args.hidden_layers, dropout_in=p_in,
                        dropout_hidden=p_hidden, stochastic=args.stochastic, shift_bn=args.shift_bn)
-    print(f"Compiling the training and validation functions ({args.mode})...", flush=True)
-    functions = compile_functions(layers, input_ndim=4, optimizer=hyperparameters["optimizer"], mode=args.mode)
-    run = make_run(args, "mnist", hyperparameters, save_npz=not args.no_npz)
-    try:
-        train(functions, layers, splits, run, rng=rng, num_epochs=args.epochs, batch_size=batch_size,
-              LR_start=LR_start, LR_decay=decay, resume=bool(args.resume), progress=progress_flag(args))
-    except TrainingDiverged as e:
-        sys.exit(str(e))
-    print(f"Run record: {run.record_path}")
+    compile_and_train(args, "mnist", layers, splits, hyperparameters, rng, save_npz=not args.no_npz)
 
 
 if __name__ == "__main__":

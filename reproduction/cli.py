@@ -6,7 +6,10 @@ from datetime import datetime
 from pathlib import Path
 
 from .backend import MODES, default_mode, environment
-from .train import Run
+from .dataset import Splits
+from .download import DataError
+from .train import Run, TrainingDiverged, train
+from .updates import lr_decay
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, dataset: str, num_epochs: int) -> None:
@@ -65,3 +68,45 @@ def make_run(args, dataset, hyperparameters, *, save_npz=False) -> Run:
 
 def progress_flag(args):
     return {"auto": None, "bar": True, "lines": False}[args.progress]
+
+
+def subsets(splits: Splits, args) -> Splits:
+    """The first ``--train-size`` / ``--valid-size`` / ``--test-size`` examples of each split."""
+    return Splits(splits.train.subset(args.train_size), splits.valid.subset(args.valid_size),
+                  splits.test.subset(args.test_size))
+
+
+def load(loader, args, **kw) -> Splits:
+    """Call a dataset loader; a missing or bad file ends the program with its one-line message."""
+    try:
+        return subsets(loader(args.data_dir, download=not args.no_download, **kw), args)
+    except DataError as e:
+        sys.exit(str(e))
+
+
+def run_variant_hyperparameters(args, splits: Splits) -> dict:
+    """The hyperparameters every program records beside its own."""
+    return {"stochastic": args.stochastic, "shift_bn": args.shift_bn,
+            "optimizer": "shift_adamax" if args.shift_adamax else "adam", "seed": args.seed,
+            "train_size": len(splits.train), "valid_size": len(splits.valid), "test_size": len(splits.test),
+            "mode": args.mode}
+
+
+def compile_and_train(args, dataset, layers, splits, hyperparameters, rng, *, input_ndim=4, save_npz=False):
+    """Compile the network's functions, then run the original's training loop; the record's path
+    is printed at the end. A diverging run ends the program with its message."""
+    from .functions import compile_functions
+
+    print(f"Compiling the training and validation functions ({args.mode})...", flush=True)
+    functions = compile_functions(layers, input_ndim, optimizer=hyperparameters["optimizer"], mode=args.mode)
+    run = make_run(args, dataset, hyperparameters, save_npz=save_npz)
+    try:
+        train(functions, layers, splits, run, rng=rng, num_epochs=hyperparameters["num_epochs"],
+              batch_size=hyperparameters["batch_size"], LR_start=hyperparameters["LR_start"],
+              LR_decay=lr_decay(hyperparameters["LR_start"], hyperparameters["LR_fin"],
+                                hyperparameters["num_epochs"]),
+              resume=bool(args.resume), progress=progress_flag(args))
+    except TrainingDiverged as e:
+        sys.exit(str(e))
+    print(f"Run record: {run.record_path}")
+    return run

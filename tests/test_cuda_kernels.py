@@ -1,0 +1,265 @@
+"""gpu_xnor/binary_kernels.cu without a GPU: the exact source compiled by g++ under
+gpu_xnor/cuda_emulation.h (one fiber per CUDA thread, a barrier for __syncthreads) and run under
+AddressSanitizer + UBSan, at awkward sizes, with the launch arithmetic of gpu_xnor/cuda.py;
+plus an nvcc compile for sm_90 where nvcc exists."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpu_xnor import cuda
+
+GPU_XNOR = Path(cuda.__file__).parent
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fno-strict-aliasing", "-fno-omit-frame-pointer",
+            "-Wall", "-Wno-unknown-pragmas", *SANITIZE]
+ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+       "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+
+SIZES = [(1, 1, 1), (17, 33, 65), (100, 784, 4096), (3, 63, 5), (5, 64, 3), (2, 65, 7),
+         (4, 127, 9), (3, 129, 2), (130, 300, 131)]
+
+
+def _compile(src_dir: Path, out: Path) -> Path:
+    cmd = ["g++", *CXXFLAGS, "-I", str(src_dir), "-x", "c++",
+           str(src_dir / "emulate_driver.cpp"), "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def driver(tmp_path_factory) -> Path:
+    """The emulation driver, compiled once per test session."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the CUDA source cannot be emulated")
+    tmp = tmp_path_factory.mktemp("cuda_emulation")
+    probe = tmp / "probe.cpp"
+    probe.write_text("int main() { return 0; }\n")
+    if subprocess.run(["g++", *SANITIZE, str(probe), "-o", str(tmp / "probe")],
+                      capture_output=True).returncode != 0:
+        pytest.skip("g++ cannot link with -fsanitize=address,undefined here")
+    return _compile(GPU_XNOR, tmp / "emulate_driver")
+
+
+def emulate(driver: Path, tmp: Path, kernel: str, launch, ints, inputs: dict, output: str,
+            dtype, shape) -> np.ndarray:
+    """Runs ``kernel`` on ``launch`` = (grid, block) with the inputs written as raw files."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, array in inputs.items():
+        np.ascontiguousarray(array).tofile(tmp / name)
+    (gx, gy, _), (bx, by, _) = launch
+    cmd = [str(driver), str(tmp), kernel, *map(str, (gx, gy, bx, by)), *map(str, ints)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 0, f"{kernel} failed:\n{done.stderr[-4000:]}"
+    return np.fromfile(tmp / output, dtype=dtype).reshape(shape)
+
+
+def pm1(rng, shape) -> np.ndarray:
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def ref_pack_rows(a: np.ndarray, words: int) -> np.ndarray:
+    """Reference packing: bit t of word w = (a[i, 32w + t] >= 0), LSB first, tail bits 0."""
+    m, n = a.shape
+    bits = np.zeros((m, 32 * words), np.uint64)
+    bits[:, :n] = a >= 0
+    return (bits.reshape(m, words, 32) << np.arange(32, dtype=np.uint64)).sum(-1).astype(np.uint32)
+
+
+def pack_rows(driver, tmp, a, words=None):
+    m, n = a.shape
+    words = cuda.words_for(n) if words is None else words
+    return emulate(driver, tmp / "rows", "concatenate_rows_kernel",
+                   cuda.pack_rows_launch(m, words), (m, n, words), {"a.f32": a}, "p.u32",
+                   np.uint32, (m, words))
+
+
+def pack_cols(driver, tmp, b, words=None, ldb=None):
+    n, k = b.shape
+    words = cuda.words_for(n) if words is None else words
+    ldb = k if ldb is None else ldb
+    return emulate(driver, tmp / "cols", "concatenate_cols_kernel",
+                   cuda.pack_cols_launch(words, ldb), (n, k, words, ldb), {"a.f32": b}, "p.u32",
+                   np.uint32, (words, ldb))
+
+
+# ---- packing ----------------------------------------------------------------------------------
+
+def test_pack_bit_order_is_pinned(driver, tmp_path):
+    # Element 0 -> least significant bit; x >= 0 -> 1 (so 0.0 and -0.0 pack as +1); a row of 33
+    # takes two words, the second holding only element 32 in its bit 0.
+    a = -np.ones((2, 33), np.float32)
+    a[0, 0] = 1.0
+    a[0, 31] = 0.0
+    a[1, 1] = -0.0
+    a[1, 32] = 0.5
+    assert pack_rows(driver, tmp_path, a).tolist() == [[0x80000001, 0], [0x00000002, 1]]
+    # Columns: bit t of word (w, j) is B[32w + t, j].
+    assert pack_cols(driver, tmp_path, np.ascontiguousarray(a.T)).tolist() == [
+        [0x80000001, 0x00000002], [0, 1]]
+
+
+@pytest.mark.parametrize("m,n", [(1, 1), (3, 31), (5, 32), (7, 33), (9, 100), (100, 784)])
+def test_pack_rows_and_cols_match_reference(driver, tmp_path, m, n):
+    rng = np.random.default_rng(m * 1000 + n)
+    a = rng.standard_normal((m, n)).astype(np.float32)
+    words = cuda.words_for(n)
+    np.testing.assert_array_equal(pack_rows(driver, tmp_path, a), ref_pack_rows(a, words))
+    b = np.ascontiguousarray(a.T)  # (n, m): its columns are a's rows
+    np.testing.assert_array_equal(pack_cols(driver, tmp_path, b), ref_pack_rows(a, words).T)
+
+
+def test_padded_packing_adds_zero_words_and_columns(driver, tmp_path):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((5, 40)).astype(np.float32)
+    words, ldb = cuda.opt_words(40), cuda.opt_ldb(5)
+    assert (words, ldb) == (8, 8)
+    rows = pack_rows(driver, tmp_path, a, words)
+    np.testing.assert_array_equal(rows, ref_pack_rows(a, words))
+    assert not rows[:, 2:].any()
+    cols = pack_cols(driver, tmp_path, np.ascontiguousarray(a.T), words, ldb)
+    np.testing.assert_array_equal(cols[:, :5], ref_pack_rows(a, words).T)
+    assert not cols[:, 5:].any() and not cols[2:].any()
+
+
+# ---- XNOR GEMMs: exact against the float product of the same +-1 matrices ---------------------
+
+def xnor_paper(driver, tmp, a, b):
+    (m, n), k = a.shape, b.shape[1]
+    pa, pb = pack_rows(driver, tmp, a), pack_cols(driver, tmp, b)
+    return emulate(driver, tmp / "xnor", "xnor_gemm", cuda.tiled_launch(m, k),
+                   (m, pa.shape[1], k, n), {"pa.u32": pa, "pb.u32": pb}, "c.f32", np.float32,
+                   (m, k))
+
+
+def xnor_opt(driver, tmp, a, b):
+    (m, n), k = a.shape, b.shape[1]
+    words, ldb = cuda.opt_words(n), cuda.opt_ldb(k)
+    pa, pb = pack_rows(driver, tmp, a, words), pack_cols(driver, tmp, b, words, ldb)
+    return emulate(driver, tmp / "opt", "xnor_gemm_opt", cuda.opt_launch(m, k),
+                   (m, words, k, ldb, n), {"pa.u32": pa, "pb.u32": pb}, "c.f32", np.float32,
+                   (m, k))
+
+
+@pytest.mark.parametrize("kernel", [xnor_paper, xnor_opt], ids=["xnor_gemm", "xnor_gemm_opt"])
+@pytest.mark.parametrize("m,n,k", SIZES)
+def test_xnor_kernels_equal_float_product_exactly(driver, tmp_path, kernel, m, n, k):
+    rng = np.random.default_rng(m + 7 * n + 13 * k)
+    a, b = pm1(rng, (m, n)), pm1(rng, (n, k))
+    np.testing.assert_array_equal(kernel(driver, tmp_path, a, b), a @ b)
+
+
+@pytest.mark.parametrize("kernel", [xnor_paper, xnor_opt], ids=["xnor_gemm", "xnor_gemm_opt"])
+def test_xnor_kernels_binarize_real_inputs_with_sign_of_zero_plus_one(driver, tmp_path, kernel):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((9, 70)).astype(np.float32)
+    b = rng.standard_normal((70, 11)).astype(np.float32)
+    a[0, :5] = 0.0
+    b[:3, 0] = -0.0
+    sign = lambda x: np.where(x >= 0, 1.0, -1.0).astype(np.float32)  # noqa: E731
+    np.testing.assert_array_equal(kernel(driver, tmp_path, a, b), sign(a) @ sign(b))
+
+
+# ---- the baseline float kernel and batch norm -------------------------------------------------
+
+def baseline(driver, tmp, a, b):
+    (m, n), k = a.shape, b.shape[1]
+    return emulate(driver, tmp / "gemm", "gemm", cuda.tiled_launch(m, k), (m, n, k),
+                   {"a.f32": a, "b.f32": b}, "c.f32", np.float32, (m, k))
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (17, 33, 65), (40, 100, 50), (16, 16, 16)])
+def test_baseline_gemm_matches_numpy(driver, tmp_path, m, n, k):
+    rng = np.random.default_rng(m * n * k)
+    a = rng.standard_normal((m, n)).astype(np.float32)
+    b = rng.standard_normal((n, k)).astype(np.float32)
+    np.testing.assert_allclose(baseline(driver, tmp_path, a, b), a @ b, rtol=1e-5, atol=1e-4)
+    a, b = pm1(rng, (m, n)), pm1(rng, (n, k))
+    np.testing.assert_array_equal(baseline(driver, tmp_path, a, b), a @ b)
+
+
+def test_batchnorm_sign_kernel(driver, tmp_path):
+    rng = np.random.default_rng(3)
+    m, k = 7, 10
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    bias, mean, scale, beta = rng.standard_normal((4, k)).astype(np.float32)
+    expected = ((x + bias) - mean) * scale + beta
+    bn = np.stack([bias, mean, scale, beta])
+    for sign in (0, 1):
+        y = emulate(driver, tmp_path / f"bn{sign}", "batchnorm_sign_kernel", cuda.bn_launch(m, k),
+                    (m, k, sign), {"x.f32": x, "bn.f32": bn}, "y.f32", np.float32, (m, k))
+        want = np.where(expected >= 0, 1.0, -1.0) if sign else expected
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
+def test_harness_catches_the_original_unguarded_loads(tmp_path):
+    """The original's tile loads had no guards and its grid one extra block row and column
+    (PAPER.md 3.2): put them back, and AddressSanitizer must report the out-of-bounds read."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    source = (GPU_XNOR / "binary_kernels.cu").read_text()
+    guarded = "As[row][col] = (aRow < m && aCol < n) ? A[aRow * n + aCol] : 0.0f;"
+    assert guarded in source
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "binary_kernels.cu").write_text(source.replace(guarded,
+                                                          "As[row][col] = A[aRow * n + aCol];"))
+    for name in ("emulate_driver.cpp", "cuda_emulation.h"):
+        shutil.copy(GPU_XNOR / name, src / name)
+    try:
+        broken = _compile(src, tmp_path / "broken")
+    except AssertionError as e:
+        pytest.skip(f"g++ cannot build with sanitizers here: {str(e)[:200]}")
+    m = n = k = 16
+    a = np.ones((m, n), np.float32)
+    original_grid = ((k // 16 + 1, m // 16 + 1, 1), (16, 16, 1))
+    a.tofile(tmp_path / "a.f32")
+    a.tofile(tmp_path / "b.f32")
+    (gx, gy, _), (bx, by, _) = original_grid
+    args = map(str, (gx, gy, bx, by, m, n, k))
+    done = subprocess.run([str(broken), str(tmp_path), "gemm", *args], capture_output=True,
+                          text=True, timeout=120, env=ENV)
+    assert done.returncode != 0
+    assert "heap-buffer-overflow" in done.stderr
+
+
+# ---- nvcc and the lazy import -------------------------------------------------------------------
+
+def test_source_compiles_for_sm90_with_unmangled_kernel_names(tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed: cannot check the CUDA source compiles")
+    out = tmp_path / "binary_kernels.cubin"
+    done = subprocess.run([nvcc, "-arch=sm_90", "--cubin", "-o", str(out),
+                           str(GPU_XNOR / "binary_kernels.cu")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    cubin = out.read_bytes()
+    for name in (b"gemm", b"concatenate_rows_kernel", b"concatenate_cols_kernel", b"xnor_gemm",
+                 b"xnor_gemm_opt", b"batchnorm_sign_kernel"):
+        assert b"\0" + name + b"\0" in cubin, name  # extern "C": PyCUDA finds them by name
+
+
+def test_importing_gpu_xnor_cuda_does_not_import_pycuda():
+    code = ("import sys, gpu_xnor, gpu_xnor.cuda, gpu_xnor.bench_gpu; "
+            "print(any(m.split('.')[0] == 'pycuda' for m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_missing_pycuda_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("pycuda") is not None:
+        pytest.skip("pycuda is installed here")
+    cuda.kernels.cache_clear()
+    with pytest.raises(cuda.CudaUnavailable, match=r'pip install "\.\[gpu\]"'):
+        cuda.xnor_matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32))
