@@ -92,13 +92,13 @@ def run_variant_hyperparameters(args, splits: Splits) -> dict:
             "mode": args.mode}
 
 
-def compile_and_train(args, dataset, layers, splits, hyperparameters, rng, *, input_ndim=4, save_npz=False):
+def compile_and_train(args, dataset, layers, splits, hyperparameters, rng, *, save_npz=False):
     """Compile the network's functions, then run the original's training loop; the record's path
     is printed at the end. A diverging run ends the program with its message."""
     from .functions import compile_functions
 
     print(f"Compiling the training and validation functions ({args.mode})...", flush=True)
-    functions = compile_functions(layers, input_ndim, optimizer=hyperparameters["optimizer"], mode=args.mode)
+    functions = compile_functions(layers, splits.train.X.shape[1:], optimizer=hyperparameters["optimizer"], mode=args.mode)
     run = make_run(args, dataset, hyperparameters, save_npz=save_npz)
     try:
         train(functions, layers, splits, run, rng=rng, num_epochs=hyperparameters["num_epochs"],

@@ -38,8 +38,10 @@ def training_updates(layers, loss, binarized, lr, optimizer="adam"):
     return updates
 
 
-def compile_functions(layers, input_ndim, *, optimizer="adam", mode=None) -> Functions:
-    x = pt.tensor("inputs", dtype="float32", shape=(None,) * input_ndim)
+def compile_functions(layers, input_shape, *, optimizer="adam", mode=None) -> Functions:
+    """``input_shape``: one example's shape, e.g. (1, 28, 28). Giving it statically lets the image
+    sizes after pooling fold to constants, which JAX needs (its reshapes take static shapes)."""
+    x = pt.tensor("inputs", dtype="float32", shape=(None, *input_shape))
     t = pt.matrix("targets", dtype="float32")
     lr = pt.scalar("LR", dtype="float32")
 

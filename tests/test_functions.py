@@ -25,7 +25,7 @@ def _net(seed=0):
 def test_one_training_step_applies_the_gradient_wrt_binarized_weights_scaled_and_clipped():
     layers = _net()
     W0 = layers[0].W.get_value().copy()
-    f = compile_functions(layers, input_ndim=2, mode="CVM")
+    f = compile_functions(layers, (12,), mode="CVM")
     rng = np.random.RandomState(1)
     x = rng.randn(20, 12).astype(F32)
     t = (2 * np.eye(10)[rng.randint(0, 10, 20)] - 1).astype(F32)

@@ -33,7 +33,7 @@ def small_network(seed=1234, dropout=0.1):
     rng = np.random.RandomState(seed)
     layers = [DenseLayer(32, 64, rng=rng, name="d0"), BatchNorm(64, name="bn0"), Nonlinearity(binary_tanh_unit),
               Dropout(dropout, rng=rng), DenseLayer(64, 10, rng=rng, name="d1"), BatchNorm(10, name="bn1")]
-    return rng, layers, compile_functions(layers, input_ndim=4, mode=MODE)
+    return rng, layers, compile_functions(layers, (1, 4, 8), mode=MODE)
 
 
 def run_in(tmp_path, name="run"):
