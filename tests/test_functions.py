@@ -60,3 +60,23 @@ def test_jax_gives_the_same_forward_values_as_the_c_back_end():
     j = np.asarray(pytensor.function([x], out, mode="JAX")(xv))
     assert np.allclose(c, j, rtol=1e-5, atol=1e-5)
     assert np.array_equal(c.argmax(1), j.argmax(1))
+
+
+def test_the_training_step_compiles_and_agrees_under_every_back_end():
+    """Without dropout a training step is deterministic, so C, Numba and JAX must agree."""
+    rng = np.random.RandomState(5)
+    x = rng.randn(20, 12).astype(F32)
+    t = (2 * np.eye(10)[rng.randint(0, 10, 20)] - 1).astype(F32)
+    modes = ["CVM", "NUMBA"] + (["JAX"] if importlib.util.find_spec("jax") else [])
+    after = {}
+    for mode in modes:
+        layers = _net(seed=4)
+        f = compile_functions(layers, (12,), mode=mode)
+        losses = [float(f.train(x, t, F32(0.01))) for _ in range(2)]
+        after[mode] = (losses, layers[0].W.get_value(), layers[1].inv_std.get_value())
+    ref = after["CVM"]
+    for mode in modes[1:]:
+        losses, W, inv_std = after[mode]
+        assert np.allclose(losses, ref[0], rtol=1e-5), mode
+        assert np.allclose(W, ref[1], atol=1e-5), mode
+        assert np.allclose(inv_std, ref[2], rtol=1e-5), mode
