@@ -79,18 +79,13 @@ def average(layers: list[LayerFilters], per_map: bool = True) -> float:
 
 def load_conv_weights(path: Path) -> dict[str, np.ndarray]:
     """The W of every block of a params.h5 (blocks in network order), by block name."""
-    import h5py
+    from .store import ParamsError, load_blocks
 
-    path = Path(path)
-    if not path.is_file():
-        raise FiltersError(f"{path}: not found")
     try:
-        f = h5py.File(path, "r")
-    except (OSError, FileNotFoundError) as e:
-        raise FiltersError(f"{path}: cannot open as HDF5 ({e})") from None
-    with f:
-        names = sorted((n for n in f if n.startswith("block") and "W" in f[n]), key=lambda n: int(n[5:]))
-        weights = {n: f[n]["W"][...] for n in names}
+        blocks = load_blocks(path)
+    except ParamsError as e:
+        raise FiltersError(str(e)) from None
+    weights = {f"block{i}": b["W"] for i, b in enumerate(blocks) if "W" in b}
     if not any(W.ndim == 4 for W in weights.values()):
         raise FiltersError(f"{path}: no conv layers (4-D block*/W) to analyze")
     return weights

@@ -15,6 +15,8 @@ scalars and record so far.
 import json
 import pickle
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 
@@ -46,13 +48,30 @@ def save_params(path, layers, **attrs) -> None:
                 group.create_dataset(key, data=var.get_value())
 
 
-def load_blocks(path) -> list:
-    """A params.h5 as a list of {name: float32 array} dicts, one per block."""
-    with h5py.File(path, "r") as f:
+class ParamsError(ValueError):
+    """A params.h5 that cannot be read; ``str(e)`` names the file and the problem."""
+
+
+def read_params(path):
+    """A params.h5's root attributes and its blocks, each a {name: float32 array} dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot open as HDF5 ({e})") from None
+    with f:
         names = sorted((k for k in f if k.startswith("block")), key=lambda k: int(k[5:]))
         if not names:
-            raise ValueError(f"{path}: no block0, block1, ... groups; not a params.h5 file")
-        return [{k: np.asarray(f[n][k], dtype=np.float32) for k in f[n]} for n in names]
+            raise ParamsError(f"{path}: no block0, block1, ... groups; not a params.h5 file")
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        return attrs, [{k: np.asarray(f[n][k], dtype=np.float32) for k in f[n]} for n in names]
+
+
+def load_blocks(path) -> list:
+    """A params.h5 as a list of {name: float32 array} dicts, one per block."""
+    return read_params(path)[1]
 
 
 def load_params(path, layers) -> None:

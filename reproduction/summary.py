@@ -153,23 +153,17 @@ def layers_from_params(path: Path) -> tuple[str, tuple, list]:
     inv_std; W (n_in, n_out) dense or (n_out, n_in, k, k) conv). A conv model takes its map sides
     and pooling from the paper architecture of the file's ``dataset`` attribute, layer by layer.
     Returns (name, layers, float parameter count per layer)."""
-    import h5py
+    from .store import ParamsError, read_params
 
     path = Path(path)
-    if not path.is_file():
-        raise SummaryError(f"{path}: not found")
     try:
-        f = h5py.File(path, "r")
-    except (OSError, FileNotFoundError) as e:
-        raise SummaryError(f"{path}: cannot open as HDF5 ({e})") from None
-    with f:
-        dataset = f.attrs.get("dataset")
-        dataset = dataset.decode() if isinstance(dataset, bytes) else dataset
-        names = sorted((n for n in f if n.startswith("block")), key=lambda n: int(n[5:]))
-        if not names:
-            raise SummaryError(f"{path}: no block0, block1, ... groups")
-        shapes = [f[n]["W"].shape for n in names]
-        floats = [sum(f[n][d].size for d in f[n] if d != "W") for n in names]
+        attrs, blocks = read_params(path)
+    except ParamsError as e:
+        raise SummaryError(str(e)) from None
+    dataset = attrs.get("dataset")
+    names = [f"block{i}" for i in range(len(blocks))]
+    shapes = [b["W"].shape for b in blocks]
+    floats = [sum(v.size for k, v in b.items() if k != "W") for b in blocks]
     paper = [l for l in ARCHITECTURES.get(dataset, ()) if l.kind == "conv"]
     layers, n_conv, n_dense = [], 0, 0
     for name, shape in zip(names, shapes):
