@@ -200,7 +200,3 @@ def params_tagged(layers, tag):
 
 def binary_layers(layers):
     return [layer for layer in layers if isinstance(layer, _BinaryLayer) and layer.binary]
-
-
-def random_streams(layers):
-    return [layer.srng for layer in layers if getattr(layer, "srng", None) is not None]
