@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reproduction.backend import load_average
 from reproduction.files import write_json
 
 from . import cpu, mlp
@@ -159,7 +160,7 @@ def run(args) -> dict:
                              "timer": "time.perf_counter",
                              "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
                              "mlp_warmup_images": "1/20 of the images",
-                             "load_average_before": _load()}}
+                             "load_average_before": load_average()}}
     record["gemm"] = bench_gemm(args.size, args.warmup, args.repeats, args.slow_repeats, threads)
     record["mlp"] = None
     data = load_test_set(args)
@@ -185,16 +186,9 @@ def run(args) -> dict:
         "mlp_xnor_vs_baseline": _ratio(mc.get("baseline"), mc.get("xnor")),
     }
     record["paper"] = dict(PAPER)
-    record["conditions"]["load_average_after"] = _load()
+    record["conditions"]["load_average_after"] = load_average()
     return record
 
-
-def _load():
-    """The 1, 5, 15-minute load averages: other work sharing the cores shows here."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def load_test_set(args):

@@ -70,3 +70,12 @@ def environment(mode: str) -> dict:
         except Exception as e:  # a record is still worth writing without it
             env["jax_devices"] = f"unavailable: {e}"
     return env
+
+
+def load_average():
+    """The 1, 5 and 15-minute load averages (None where the system has none): other work sharing
+    the cores shows here, so benchmarks record it beside their timings."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None

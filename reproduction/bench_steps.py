@@ -24,7 +24,7 @@ import numpy as np
 
 import reproduction  # noqa: F401  (compile-cache and floatX defaults, before PyTensor loads)
 
-from .backend import MODES, environment
+from .backend import MODES, environment, load_average
 from .files import write_json
 
 BATCH = 50
@@ -38,12 +38,6 @@ NETWORKS = {
 def log(msg):
     print(msg, flush=True)
 
-
-def _load():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def program(network):
@@ -156,7 +150,7 @@ def main(argv=None):
                                           "eval_step_s; compile time excluded",
                              "env": {k: os.environ.get(k) for k in
                                      ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS")},
-                             "load_average_before": _load()},
+                             "load_average_before": load_average()},
               "results": {}}
     for network in args.networks:
         record["results"][network] = {}
@@ -165,7 +159,7 @@ def main(argv=None):
                 record["results"][network][mode] = {"skipped": skips[network, mode]}
                 continue
             record["results"][network][mode] = bench_one(network, mode, args.repeats, args.architecture)
-    record["conditions"]["load_average_after"] = _load()
+    record["conditions"]["load_average_after"] = load_average()
     write_json(args.out, record)
     print(table(record))
     print(f"record: {args.out}")
