@@ -188,6 +188,8 @@ def train(functions, layers, splits, run: Run, *, rng, num_epochs, batch_size, L
         loop = {"epoch": 0, "LR": float(LR_start), "best_epoch": 1, "best_val_err": 100.0,
                 "test_err": 0.0, "test_loss": 0.0}
         record = new_record(run)
+    if loop["epoch"] >= num_epochs:
+        record["status"] = "finished"
     print_hyperparameters(run.hyperparameters, out)
     write_json(run.record_path, record)
 
@@ -215,7 +217,7 @@ def train(functions, layers, splits, run: Run, *, rng, num_epochs, batch_size, L
             record.update(best_epoch=loop["best_epoch"], best_val_err=loop["best_val_err"],
                           test_err=loop["test_err"], test_loss=loop["test_loss"], updated=_now())
             if epoch == num_epochs:
-                record["status"] = "finished"
+                record["status"] = "finished"  # in the checkpoint too, so resuming a finished run changes nothing
             save_checkpoint(run.checkpoint_path, functions, rng, order, loop, record)
             write_json(run.record_path, record)
     except TrainingDiverged as e:

@@ -89,6 +89,9 @@ def test_a_killed_run_resumes_to_the_same_numbers(tmp_path):
     assert _numbers(resumed) == _numbers(straight)
     assert resumed["status"] == "finished" and resumed["resumed"][0]["after_epoch"] == 2
 
+    again = _train(tmp_path, small_network(seed=99), name="killed", resume=True)   # nothing left to do
+    assert again["status"] == "finished" and _numbers(again) == _numbers(straight)
+
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     rng, layers, functions = small_network()
