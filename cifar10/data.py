@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from reproduction.dataset import Split, Splits
-from reproduction.download import DataError, download as fetch, find_data_dir, looks_like_html
+from reproduction.dataset import DataError, Split, Splits
+from reproduction.download import download as fetch, find_data_dir, looks_like_html
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -33,7 +33,10 @@ TARBALL = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-TRAIN_SIZE = 45000  # cifar10.py: train_set = CIFAR10('train', start=0, stop=45000)
+#: The sizes of the original's splits: train[0:45000], valid[45000:50000], the test batch
+#: (cifar10.py: train_set = CIFAR10('train', start=0, stop=45000)).
+SPLIT_SIZES = {"train": 45000, "valid": 5000, "test": 10000}
+TRAIN_SIZE = SPLIT_SIZES["train"]
 
 
 def load_cifar10(data_dir=None, download=True, gcn_zca=False, *, train_size=TRAIN_SIZE,

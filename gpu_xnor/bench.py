@@ -194,7 +194,7 @@ def run(args) -> dict:
 def load_test_set(args):
     """The 10,000 MNIST test images (or the first ``--images``), or None with a message."""
     from mnist.data import load_mnist
-    from reproduction.download import DataError
+    from reproduction.dataset import DataError
 
     try:
         test = load_mnist(args.data_dir, download=args.download).test

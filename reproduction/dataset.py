@@ -11,6 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class DataError(Exception):
+    """A data file is missing or bad. ``str(e)`` is one line naming the file and the problem."""
+
+
 @dataclass
 class Split:
     """``X``: (N, C, H, W) images, uint8 raw pixels or float32 preprocessed; ``y``: (N,) labels 0..9."""

@@ -24,14 +24,11 @@ from pathlib import Path
 from typing import Sequence
 
 from reproduction import cache_dir
-from reproduction.files import atomic_output  # noqa: F401  (part of this module's API)
+from reproduction.dataset import DataError
+from reproduction.files import atomic_output
 
 _CHUNK = 1 << 20
 _USER_AGENT = "binarynet-reproduction (python urllib)"
-
-
-class DataError(Exception):
-    """A data file is missing or bad. ``str(e)`` is one line naming the file and the problem."""
 
 
 def md5sum(path) -> str:

@@ -1,7 +1,7 @@
-"""`python -m reproduction.bench_steps` on a tiny network: the record it writes."""
+"""`python -m results.bench_steps` on a tiny network: the record it writes."""
 import json
 
-from reproduction import bench_steps
+from results import bench_steps
 
 
 def test_tiny_network_writes_the_record(tmp_path):

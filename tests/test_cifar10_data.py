@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cifar10 import data, preprocess
-from reproduction.download import DataError
+from reproduction.dataset import DataError
 
 PER_BATCH, N_TEST = 20, 30  # 100 training images: train_size=90 leaves 10 for validation
 

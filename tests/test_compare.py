@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from reproduction import compare
-from reproduction.__main__ import diff_main, main
+from results import compare
+from results.records import RecordError
+from results.commands import diff_main, main
 
 PAPER_EPOCHS = {"mnist": 1000, "cifar10": 500, "svhn": 200}
 SIZES = {"mnist": (50000, 10000, 10000), "cifar10": (45000, 5000, 10000), "svhn": (598388, 6000, 26032)}
@@ -121,17 +122,17 @@ def test_outputs_and_cli(tmp_path, capsys):
 def test_bad_records_name_the_file(tmp_path, capsys):
     bad = tmp_path / "broken.json"
     bad.write_text("{not json")
-    with pytest.raises(compare.RecordError, match="broken.json: not valid JSON"):
+    with pytest.raises(RecordError, match="broken.json: not valid JSON"):
         compare.diff([bad])
     other = tmp_path / "other.json"
     other.write_text('{"format": 1, "hello": 1}')
-    with pytest.raises(compare.RecordError, match="other.json: not a run record"):
+    with pytest.raises(RecordError, match="other.json: not a run record"):
         compare.diff([other])
     path = make_run(tmp_path, "x", "mnist", 1.0)
     rec = json.loads(path.read_text())
     rec["dataset"] = "imagenet"
     path.write_text(json.dumps(rec))
-    with pytest.raises(compare.RecordError, match="record.json: unknown dataset 'imagenet'"):
+    with pytest.raises(RecordError, match="record.json: unknown dataset 'imagenet'"):
         compare.diff([path])
     assert main(["diff", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: not found" in capsys.readouterr().err

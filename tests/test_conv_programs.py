@@ -45,14 +45,16 @@ def test_a_short_cifar10_run_completes_and_writes_its_record(tmp_path, capsys):
     _check_record(out, "cifar10", 100)
 
 
-def test_a_short_svhn_run_of_the_papers_network_completes_and_writes_its_record(tmp_path, capsys):
-    from svhn.__main__ import main
+def test_a_short_svhn_run_completes_and_writes_its_record(tmp_path, capsys):
+    from svhn.__main__ import architecture, main
 
     write_svhn(tmp_path / "data", per_class=400)      # enough for the 400 + 200 per class validation draw
     out = tmp_path / "run"
     main(["--data-dir", str(tmp_path / "data"), "--no-download", "--epochs", "1", "--train-size", "100",
-          "--valid-size", "50", "--test-size", "50", "--out", str(out), "--progress", "lines"])
+          "--valid-size", "50", "--test-size", "50", "--architecture", "8C3-MP2-16C3-MP2-32FC-10FC",
+          "--out", str(out), "--progress", "lines"])
     printed = capsys.readouterr().out
-    assert "architecture = 64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-1024FC-1024FC-10FC\n" in printed
+    assert "architecture = 8C3-MP2-16C3-MP2-32FC-10FC\n" in printed and "LR_fin = 1e-06\n" in printed
+    assert architecture == "64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-1024FC-1024FC-10FC"
     record = _check_record(out, "svhn", 100)
-    assert record["hyperparameters"]["LR_fin"] == 1e-6
+    assert record["hyperparameters"]["LR_fin"] == 1e-6 and record["hyperparameters"]["batch_size"] == 50

@@ -5,7 +5,7 @@ import pytest
 from reproduction.binarize import binary_tanh_unit
 from reproduction.convnet import build_convnet, parse
 from reproduction.layers import BatchNorm, Conv2DLayer, DenseLayer, MaxPool2x2, Nonlinearity
-from reproduction.summary import ARCHITECTURES
+from results.summary import network
 
 
 def _programs():
@@ -41,8 +41,8 @@ def test_the_programs_networks_have_the_papers_weight_counts(dataset, conv, dens
         assert (n_conv, n_dense) == (conv, dense)
     else:
         assert n_conv + n_dense == 6397632
-    # the summary's plain-data copy of the architecture agrees with the program's
-    summary = [(l.kind, l.n_out, l.pool == 2) for l in ARCHITECTURES[dataset]]
+    # the summary reads the same network from the program's recipe
+    summary = [(l.kind, l.n_out, l.pool == 2) for l in network(dataset)]
     assert summary == parse(spec)
     scales = [float(l.W_LR_scale) for l in layers if hasattr(l, "W_LR_scale")]
     if dataset == "cifar10":   # PAPER.md §1.2's table

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reproduction.download import (DataError, atomic_output, download, find_data_dir,
-                                   looks_like_html, md5sum)
+from reproduction.dataset import DataError
+from reproduction.download import download, find_data_dir, looks_like_html, md5sum
+from reproduction.files import atomic_output
 
 PAYLOAD = bytes(range(256)) * 400 + b"tail"  # binary data, 102,404 bytes
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

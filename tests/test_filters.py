@@ -3,8 +3,8 @@ import h5py
 import numpy as np
 import pytest
 
-from reproduction import filters
-from reproduction.__main__ import main
+from results import filters
+from results.commands import main
 
 
 def filters_from_codes(codes):

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from reproduction import paper
+from results import paper
 
 
 def _all_values(node, where=""):
@@ -54,13 +54,6 @@ def test_table1_other_rows():
     assert t.row("gated_pooling").values["svhn"].value == 1.69
     nr = t.row("no_regularization").values["cifar10"]
     assert nr.value == 10.94 and nr.certainty == "mem" and "10.96" in nr.note
-
-
-def test_table1_conditions_are_the_theano_scripts():
-    c = paper.load_table1().conditions
-    assert [c[d]["epochs"].value for d in ("mnist", "cifar10", "svhn")] == [1000, 500, 200]
-    assert [c[d]["train_size"].value for d in ("mnist", "cifar10", "svhn")] == [50000, 45000, 598388]
-    assert c["svhn"]["test_evaluated"].value == 26000  # last partial batch dropped (PAPER.md §1.5)
 
 
 def test_energy_tables():

@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from reproduction import plot
-from reproduction.__main__ import main
+from results import plot
+from results.commands import main
 from tests.test_compare import make_bench, make_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

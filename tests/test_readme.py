@@ -2,7 +2,8 @@
 and its commands are the ones CI runs."""
 import re
 
-from reproduction.compare import default_paths, diff, render
+from results.compare import diff, render
+from results.records import default_paths
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from reproduction import paper, summary
-from reproduction.__main__ import main
+from results import paper, summary
+from results.commands import main
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def energy():
 
 
 def _sum(net, energy, kind=None):
-    s = summary.summarize(net, summary.ARCHITECTURES[net], energy)
+    s = summary.summarize(net, summary.network(net), energy)
     return s, sum(c.binary_params for c in s.layers if kind is None or c.layer.kind == kind)
 
 
@@ -81,10 +81,10 @@ def _write_params(path, shapes, dataset, lazy=False):
 
 def test_params_file_gives_the_paper_counts(tmp_path, energy):
     shapes = [(l.n_out, l.n_in, 3, 3) if l.kind == "conv" else (l.n_in, l.n_out)
-              for l in summary.ARCHITECTURES["svhn"]]
+              for l in summary.network("svhn")]
     _write_params(tmp_path / "p.h5", shapes, "svhn", lazy=True)
     name, layers, floats = summary.layers_from_params(tmp_path / "p.h5")
-    assert layers == summary.ARCHITECTURES["svhn"] and "svhn" in name
+    assert layers == summary.network("svhn") and "svhn" in name
     s = summary.summarize(name, layers, energy, floats)
     assert s.totals.binary_params == 6_397_632 and s.totals.float_params == 5 * sum(l.n_out for l in layers)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from reproduction.download import DataError
+from reproduction.dataset import DataError
 from svhn import data
 from svhn.synthetic import FILE_TAGS, balanced_labels, main as synthetic_main, synthetic_images, write_mat, write_svhn
 
@@ -142,29 +142,6 @@ def test_test_order_is_pylearn2_shuffle():
     index = list(range(57))
     np.random.RandomState(322).shuffle(index)
     assert np.array_equal(data.test_order(57), index)
-
-
-def test_channel_row_column_order(tmp_path):
-    X = np.zeros((32, 32, 3, 2), dtype=np.uint8)
-    X[2, 5, :, 1] = (11, 22, 33)  # row 2, column 5 of image 1: R, G, B
-    for compress in (False, True):  # the official files are zlib-compressed v5
-        path = tmp_path / f"c{compress}.mat"
-        scipy.io.savemat(path, {"X": X, "y": np.array([[1], [2]], np.uint8)}, do_compression=compress)
-        images = np.concatenate([im for _, im in data.iter_images(path, 2, chunk=1)])
-        assert images.shape == (2, 3, 32, 32)
-        assert tuple(images[1, :, 2, 5]) == (11, 22, 33)
-        assert images.sum() == 66
-
-
-def test_compressed_file_streams_like_scipy(tmp_path, monkeypatch):
-    # Streamed chunk by chunk, not through scipy's whole-array fallback.
-    monkeypatch.setattr(data, "_iter_loadmat", lambda *a: pytest.fail("fell back to scipy.io.loadmat"))
-    y = balanced_labels(7, 3)
-    X = synthetic_images(y, 1, 4)
-    path = tmp_path / "train_32x32.mat"
-    scipy.io.savemat(path, {"y": y.reshape(-1, 1), "X": X}, do_compression=True)
-    images = np.concatenate([im for _, im in data.iter_images(path, 70, chunk=16)])
-    assert np.array_equal(images, X.transpose(3, 2, 0, 1))
 
 
 def test_cache_is_reused(small, monkeypatch):

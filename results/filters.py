@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .tables import text_table
+
 
 class FiltersError(ValueError):
     """A params.h5 that holds no conv layers, or cannot be read."""
@@ -79,7 +81,7 @@ def average(layers: list[LayerFilters], per_map: bool = True) -> float:
 
 def load_conv_weights(path: Path) -> dict[str, np.ndarray]:
     """The W of every block of a params.h5 (blocks in network order), by block name."""
-    from .store import ParamsError, load_blocks
+    from reproduction.store import ParamsError, load_blocks
 
     try:
         blocks = load_blocks(path)
@@ -92,8 +94,6 @@ def load_conv_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def render(layers: list[LayerFilters], paper_percent: float | None = None, markdown: bool = False) -> str:
-    from .compare import text_table
-
     rows = [[l.name, f"{l.n_out}x{l.n_in}", f"{l.total:,}", f"{l.unique_per_map:,}",
              f"{100 * l.fraction_per_map:.1f}", f"{l.unique_in_layer:,}", f"{100 * l.fraction_in_layer:.2f}"]
             for l in layers]

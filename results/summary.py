@@ -1,7 +1,7 @@
 """Model summaries: parameters, memory, multiply-accumulates and the paper's energy estimate, per layer.
 
-The three networks of the paper are plain data here (PAPER.md §2.2): every hidden block is a
-binary layer (+ real bias) → [max-pool 2x2] → BN → sign; conv layers are 3x3, pad 1, stride 1, so
+The three networks of the paper come from their programs' recipes (PAPER.md §2.2): every hidden
+block is a binary layer (+ real bias) → [max-pool 2x2] → BN → sign; conv layers are 3x3, pad 1, stride 1, so
 a conv layer's output map has the side of its input.
 
 Counts, per layer, for one image:
@@ -32,7 +32,11 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from reproduction.convnet import parse
+
+from . import recipes
 from .paper import Energy
+from .tables import text_table
 
 
 class SummaryError(ValueError):
@@ -53,24 +57,30 @@ class Layer:
     k: int = 3
 
 
-def _conv(i, n_in, n_out, side, pool=1):
-    return Layer(f"conv{i}", "conv", n_in, n_out, side, pool)
+def layers_of(spec: str, input_shape: tuple) -> tuple:
+    """The binary layers of a network in the usual notation (``reproduction.convnet.parse``) on
+    inputs of ``input_shape`` (channels, side, side): conv layers ``conv1, conv2, ...`` with their
+    map sides and pooling, dense layers ``fc1, fc2, ...`` (the first flattens its input)."""
+    channels, side = input_shape[0], input_shape[1]
+    flat = None
+    layers, n_conv, n_dense = [], 0, 0
+    for kind, units, pooled in parse(spec):
+        if kind == "conv":
+            n_conv += 1
+            layers.append(Layer(f"conv{n_conv}", "conv", channels, units, side, 2 if pooled else 1))
+            side //= 2 if pooled else 1
+            channels = units
+        else:
+            n_dense += 1
+            n_in = flat if flat is not None else channels * side * side
+            layers.append(Layer(f"fc{n_dense}", "dense", n_in, units))
+            flat = units
+    return tuple(layers)
 
 
-def _dense(i, n_in, n_out):
-    return Layer(f"fc{i}", "dense", n_in, n_out)
-
-
-# PAPER.md §2.2: mnist.py:126-170, cifar10.py:113-297, svhn.py:129-297.
-ARCHITECTURES = {
-    "mnist": (_dense(1, 784, 4096), _dense(2, 4096, 4096), _dense(3, 4096, 4096), _dense(4, 4096, 10)),
-    "cifar10": (_conv(1, 3, 128, 32), _conv(2, 128, 128, 32, 2), _conv(3, 128, 256, 16), _conv(4, 256, 256, 16, 2),
-                _conv(5, 256, 512, 8), _conv(6, 512, 512, 8, 2),
-                _dense(1, 8192, 1024), _dense(2, 1024, 1024), _dense(3, 1024, 10)),
-    "svhn": (_conv(1, 3, 64, 32), _conv(2, 64, 64, 32, 2), _conv(3, 64, 128, 16), _conv(4, 128, 128, 16, 2),
-             _conv(5, 128, 256, 8), _conv(6, 256, 256, 8, 2),
-             _dense(1, 4096, 1024), _dense(2, 1024, 1024), _dense(3, 1024, 10)),
-}
+def network(dataset: str) -> tuple:
+    """The layers of the paper's network for ``dataset``, from its program's recipe."""
+    return layers_of(recipes.architecture(dataset), recipes.INPUT_SHAPES[dataset])
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,7 @@ def layers_from_params(path: Path) -> tuple[str, tuple, list]:
     inv_std; W (n_in, n_out) dense or (n_out, n_in, k, k) conv). A conv model takes its map sides
     and pooling from the paper architecture of the file's ``dataset`` attribute, layer by layer.
     Returns (name, layers, float parameter count per layer)."""
-    from .store import ParamsError, read_params
+    from reproduction.store import ParamsError, read_params
 
     path = Path(path)
     try:
@@ -164,7 +174,7 @@ def layers_from_params(path: Path) -> tuple[str, tuple, list]:
     names = [f"block{i}" for i in range(len(blocks))]
     shapes = [b["W"].shape for b in blocks]
     floats = [sum(v.size for k, v in b.items() if k != "W") for b in blocks]
-    paper = [l for l in ARCHITECTURES.get(dataset, ()) if l.kind == "conv"]
+    paper = [l for l in (network(dataset) if dataset in recipes.PROGRAMS else ()) if l.kind == "conv"]
     layers, n_conv, n_dense = [], 0, 0
     for name, shape in zip(names, shapes):
         if len(shape) == 2:
@@ -194,8 +204,6 @@ def _check_chain(path, layers) -> None:
 
 
 def render(s: Summary, markdown: bool = False) -> str:
-    from .compare import text_table
-
     def row(c: LayerCount):
         l = c.layer
         shape = (f"{l.n_in}->{l.n_out} {l.k}x{l.k} @{l.side}" + (f" MP{l.pool}" if l.pool > 1 else "")

@@ -1,8 +1,8 @@
 """What one training and one evaluation step of the paper's ConvNets cost on this machine, per
 PyTensor back end, and what that implies for a paper-length run (PAPER.md §2).
 
-For each network (the ``architecture`` of ``cifar10/__main__.py`` and ``svhn/__main__.py``, built
-with their hyperparameters) and each mode: the time of ``compile_functions`` (both functions), of
+For each network (the ``architecture`` at the top of ``cifar10/__main__.py`` and ``svhn/__main__.py``,
+built with their recipes) and each mode: the time of ``compile_functions`` (both functions), of
 the first training call (which may still compile or allocate), then the median of ``--repeats``
 training steps and of as many evaluation (forward-only, deterministic) steps, on one batch of 50
 random inputs in [-1, 1] with random ±1 one-hot targets. Every timed call waits until its
@@ -12,7 +12,7 @@ and test every epoch (an upper bound: the original evaluates the test set only w
 error improves); compile time is left out. Load averages before and after are recorded, since
 other work on the cores inflates the times.
 
-    python -m reproduction.bench_steps [--networks cifar10 svhn] [--modes JAX CVM NUMBA] [--repeats 3]
+    python -m results.bench_steps [--networks cifar10 svhn] [--modes JAX CVM NUMBA] [--repeats 3]
 """
 import argparse
 import os
@@ -23,28 +23,18 @@ import time
 import numpy as np
 
 import reproduction  # noqa: F401  (compile-cache and floatX defaults, before PyTensor loads)
+from reproduction import binarize
+from reproduction.backend import MODES, environment, load_average
+from reproduction.files import write_json
 
-from .backend import MODES, environment, load_average
-from .files import write_json
+from . import recipes
 
-BATCH = 50
-# per network: the program, images per training epoch, validation and test images, paper epochs
-NETWORKS = {
-    "cifar10": {"train": 45000, "valid": 5000, "test": 10000, "epochs": 500},
-    "svhn": {"train": 598388, "valid": 6000, "test": 26032, "epochs": 200},
-}
+NETWORKS = ("cifar10", "svhn")
 
 
 def log(msg):
     print(msg, flush=True)
 
-
-
-def program(network):
-    """The program module (``cifar10.__main__`` / ``svhn.__main__``) with its hyperparameters."""
-    import importlib
-
-    return importlib.import_module(f"{network}.__main__")
 
 
 def _sync(f, out):
@@ -59,31 +49,34 @@ def _sync(f, out):
 
 
 def paper_run(network, step_s, eval_step_s):
-    n = NETWORKS[network]
-    steps = n["train"] // BATCH
-    eval_batches = n["valid"] // BATCH + n["test"] // BATCH
-    train_h = steps * n["epochs"] * step_s / 3600
-    eval_h = eval_batches * n["epochs"] * eval_step_s / 3600
-    return {"steps_per_epoch": steps, "eval_batches_per_epoch": eval_batches, "epochs": n["epochs"],
+    n, r = recipes.split_sizes(network), recipes.recipe(network)
+    epochs, batch = r["num_epochs"], r["batch_size"]
+    steps = n["train"] // batch
+    eval_batches = n["valid"] // batch + n["test"] // batch
+    train_h = steps * epochs * step_s / 3600
+    eval_h = eval_batches * epochs * eval_step_s / 3600
+    return {"steps_per_epoch": steps, "eval_batches_per_epoch": eval_batches, "epochs": epochs,
             "train_hours": train_h, "eval_hours": eval_h, "hours": train_h + eval_h}
 
 
 def bench_one(network, mode, repeats, architecture=None, seed=0):
-    from .convnet import build_convnet
-    from .functions import compile_functions
+    from reproduction.convnet import build_convnet
+    from reproduction.functions import compile_functions
 
-    p = program(network)
-    spec = architecture or p.architecture
+    p = recipes.recipe(network)
+    spec = architecture or p["architecture"]
     rng = np.random.RandomState(seed)
-    layers = build_convnet(spec, rng=rng, activation=p.activation, alpha=p.alpha, epsilon=p.epsilon,
-                           H=p.H, binary=p.binary, stochastic=p.stochastic, W_LR_scale=p.W_LR_scale)
-    x = rng.uniform(-1, 1, (BATCH, 3, 32, 32)).astype(np.float32)
-    t = -np.ones((BATCH, 10), dtype=np.float32)
-    t[np.arange(BATCH), rng.randint(0, 10, BATCH)] = 1
-    lr = np.float32(p.LR_start)
+    layers = build_convnet(spec, rng=rng, activation=getattr(binarize, p["activation"]), alpha=p["alpha"],
+                           epsilon=p["epsilon"], H=p["H"], binary=p["binary"], stochastic=p["stochastic"],
+                           W_LR_scale=p["W_LR_scale"])
+    batch = p["batch_size"]
+    x = rng.uniform(-1, 1, (batch, *recipes.INPUT_SHAPES[network])).astype(np.float32)
+    t = -np.ones((batch, 10), dtype=np.float32)
+    t[np.arange(batch), rng.randint(0, 10, batch)] = 1
+    lr = np.float32(p["LR_start"])
 
     t0 = time.perf_counter()
-    f = compile_functions(layers, (3, 32, 32), optimizer="adam", mode=mode)
+    f = compile_functions(layers, recipes.INPUT_SHAPES[network], optimizer=p["optimizer"], mode=mode)
     compile_s = time.perf_counter() - t0
     log(f"[{network} {mode}] compile {compile_s:.1f} s")
     t0 = time.perf_counter()
@@ -124,9 +117,9 @@ def table(record):
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m reproduction.bench_steps", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m results.bench_steps", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--networks", nargs="+", choices=tuple(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["JAX", "CVM", "NUMBA"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--architecture", default=None,
@@ -142,7 +135,7 @@ def main(argv=None):
     skips = {tuple(s.split(":", 2)[:2]): s.split(":", 2)[2] for s in args.skip}
     record = {"format": 1, "device": "cpu", "machine": environment(args.modes[0]),
               "environments": {m: environment(m) for m in args.modes},
-              "conditions": {"batch": BATCH, "repeats": args.repeats, "statistic": "median",
+              "conditions": {"batch": {n: recipes.recipe(n)["batch_size"] for n in args.networks}, "repeats": args.repeats, "statistic": "median",
                              "timer": "time.perf_counter", "optimizer": "adam",
                              "inputs": "uniform [-1, 1], random ±1 one-hot targets",
                              "architecture_override": args.architecture,

@@ -5,8 +5,9 @@ PAPER.md's tags: ``code`` (read in the original repository), ``README``, ``issue
 there), ``2nd`` (seen only in a third-party copy of the paper), ``mem`` (from memory, unchecked).
 The files are:
 
-- ``table1_test_error.json``: Table 1 (test error in %, PAPER.md §5.1) and the conditions under
-  which the Theano column was obtained (epochs, split sizes; PAPER.md §2.1, §1.5);
+- ``table1_test_error.json``: Table 1 (test error in %, PAPER.md §5.1). The conditions under which
+  the Theano column was obtained are the programs' recipes and the loaders' splits, read through
+  ``results.recipes``, not repeated here;
 - ``energy.json``: the energy tables (pJ per operation and per 64-bit memory access, §5.2);
 - ``speed.json``: the run-time speed-ups (23x, 3.4x, 7x on a GTX 750) and the other timings (§3.7);
 - ``filters.json``: the 42 % unique-filters claim (§5.3).
@@ -53,7 +54,6 @@ class Table1Row:
 @dataclass(frozen=True)
 class Table1:
     rows: tuple
-    conditions: dict  # dataset -> {name: Value}
     compare_row: str
 
     def row(self, key: str) -> Table1Row:
@@ -91,8 +91,8 @@ class SpeedClaim:
 
 
 def paper_dir() -> Path:
-    """``results/paper`` of the checkout this package lives in."""
-    return Path(__file__).resolve().parents[1] / "results" / "paper"
+    """``results/paper``, beside this module."""
+    return Path(__file__).resolve().parent / "paper"
 
 
 def _read(name: str, folder: Path | None) -> dict:
@@ -121,7 +121,7 @@ def _value(d: dict | None, where: str) -> Value | None:
 
 
 def load_table1(folder: Path | None = None) -> Table1:
-    """Table 1 (test error, %) and the Theano column's conditions."""
+    """Table 1 (test error, %)."""
     name = "table1_test_error.json"
     data = _read(name, folder)
     rows = tuple(
@@ -129,9 +129,7 @@ def load_table1(folder: Path | None = None) -> Table1:
                   {ds: _value(r["values"].get(ds), f"{name}: {r['key']}.{ds}") for ds in DATASETS},
                   r.get("note"))
         for r in data["rows"])
-    conditions = {ds: {k: _value(v, f"{name}: conditions.{ds}.{k}") for k, v in c.items()}
-                  for ds, c in data["conditions"].items()}
-    return Table1(rows, conditions, data["compare_row"])
+    return Table1(rows, data["compare_row"])
 
 
 def load_energy(folder: Path | None = None) -> Energy:

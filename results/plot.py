@@ -13,9 +13,10 @@ atomically.
 """
 from pathlib import Path
 
-from .compare import find_records
-from .files import atomic_output
+from reproduction.files import atomic_output
+
 from .paper import headline_speed, load_table1
+from .records import find_records
 
 
 RATIO_LABELS = {"xnor_vs_baseline": "XNOR vs baseline\n8192^3", "xnor_vs_blas": "XNOR vs cuBLAS\n8192^3",

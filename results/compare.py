@@ -21,33 +21,23 @@ Tolerances (stated, and printed with ``--json``):
 
 A run is a ``short run`` (not comparable yet) when it ran fewer epochs than the paper, on a subset
 of the data, or has not finished; ``not comparable`` when it departs from the Theano recipe
-(``RECIPE``: stochastic binarization, shift-based BN, another optimizer, batch size, learning
-rates, network width, dropout).
+(the values at the top of the dataset's program, read through ``results.recipes``: stochastic
+binarization, shift-based BN, another optimizer, batch size, learning rates, network width or
+architecture, dropout; all but the number of epochs and the seed).
 """
 import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .paper import DATASETS, headline_speed, load_table1
+from . import recipes
+from .paper import headline_speed, load_table1
+from .records import find_records
+from .tables import text_table
 
 SPEED_TOLERANCE = 0.20
 PAPER_GEMM_SIZE = (8192, 8192, 8192)
-# The Theano recipe (PAPER.md §2.1, §1.2): a record whose hyperparameters differ is a variant.
-# Keys a record does not have are not checked.
-_COMMON = {"stochastic": False, "shift_bn": False, "optimizer": "adam", "binary": True, "H": 1.0,
-           "W_LR_scale": "Glorot", "alpha": 0.1, "epsilon": 1e-4}
-RECIPE = {
-    "mnist": {**_COMMON, "batch_size": 100, "LR_start": 0.003, "LR_fin": 3e-7, "num_units": 4096,
-              "n_hidden_layers": 3, "dropout_in": 0.2, "dropout_hidden": 0.5},
-    "cifar10": {**_COMMON, "batch_size": 50, "LR_start": 0.001, "LR_fin": 3e-7},
-    "svhn": {**_COMMON, "batch_size": 50, "LR_start": 0.001, "LR_fin": 1e-6},
-}
 STATUSES = ("match", "better", "worse", "short run", "not comparable", "diverged", "no result", "no record")
-
-
-class RecordError(ValueError):
-    """A run or benchmark record that cannot be read."""
 
 
 @dataclass
@@ -74,52 +64,6 @@ def error_tolerance(paper_percent: float, n_test: int) -> float:
     return 200.0 * math.sqrt(p * (1.0 - p) / n_test)
 
 
-def load_record(path: Path) -> tuple[str, dict]:
-    """Read one record; returns ("run" | "bench", data)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise RecordError(f"{path}: not found") from None
-    except json.JSONDecodeError as e:
-        raise RecordError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise RecordError(f"{path}: not a run or benchmark record (not a JSON object)")
-    kind = "run" if "dataset" in data and "epochs" in data else "bench" if "ratios" in data else None
-    if kind is None:
-        raise RecordError(f"{path}: not a run record (dataset, epochs) nor a benchmark record (ratios)")
-    if data.get("format") != 1:
-        raise RecordError(f"{path}: unknown record format {data.get('format')!r} (expected 1)")
-    if kind == "run" and data["dataset"] not in DATASETS:
-        raise RecordError(f"{path}: unknown dataset {data['dataset']!r} (expected one of {', '.join(DATASETS)})")
-    return kind, data
-
-
-def find_records(paths: list[Path] | None = None) -> list[tuple[Path, str, dict]]:
-    """The records named: files are read (and must be records); folders are searched for JSON
-    files, skipping those that are not records. Default: results/runs and results/bench, which
-    may not exist yet."""
-    missing_ok = not paths
-    paths = paths or default_paths()
-    found = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            for f in sorted(path.rglob("*.json")):
-                try:
-                    found.append((f, *load_record(f)))
-                except RecordError:
-                    continue  # other JSON in a run folder (e.g. a checkpoint's metadata)
-        elif path.exists():
-            found.append((path, *load_record(path)))
-        elif not missing_ok:
-            raise RecordError(f"{path}: not found")
-    return found
-
-
-def default_paths(root: Path | None = None) -> list[Path]:
-    root = Path(root) if root else Path(__file__).resolve().parents[1]
-    return [root / "results" / "runs", root / "results" / "bench"]
-
-
 def _machine(env: dict) -> str:
     if env.get("gpu"):
         return str(env["gpu"])
@@ -131,24 +75,27 @@ def run_row(path: Path, rec: dict, table1) -> Row:
     """Compare one training run with the BNN (Theano) test error of its dataset."""
     ds = rec["dataset"]
     target = table1.target(ds)
-    cond = {k: v.value for k, v in table1.conditions[ds].items()}
+    paper = recipes.recipe(ds)
+    epochs = paper["num_epochs"]
+    sizes = recipes.split_sizes(ds)
     hp = rec.get("hyperparameters", {})
     env = rec.get("environment", {})
     epochs_run = max((e["epoch"] for e in rec["epochs"]), default=0)
     ours = rec.get("test_err")
-    tol = error_tolerance(target.value, cond["test_evaluated"])
+    tol = error_tolerance(target.value, recipes.test_evaluated(ds))
 
     short = []
-    if epochs_run < cond["epochs"]:
-        short.append(f"{epochs_run}/{cond['epochs']} epochs")
+    if epochs_run < epochs:
+        short.append(f"{epochs_run}/{epochs} epochs")
     # SVHN: the original evaluates 26,000 of the 26,032 test images (partial batch dropped, §1.5).
-    full = {"train_size": cond["train_size"], "valid_size": cond["valid_size"], "test_size": cond["test_evaluated"]}
+    full = {"train_size": sizes["train"], "valid_size": sizes["valid"], "test_size": recipes.test_evaluated(ds)}
     for size, n in full.items():
         if size in hp and hp[size] < n:
-            short.append(f"{size.split('_')[0]} {hp[size]}/{cond[size]}")
+            short.append(f"{size.split('_')[0]} {hp[size]}/{sizes[size.split('_')[0]]}")
     if rec.get("status") in ("running", "interrupted"):
         short.append(rec["status"])
-    variant = [f"{k}={hp[k]} (paper {v})" for k, v in RECIPE[ds].items() if k in hp and hp[k] != v]
+    variant = [f"{k}={hp[k]} (paper {v})" for k, v in paper.items()
+               if k not in recipes.RUN_LENGTH and k in hp and hp[k] != v]
 
     if rec.get("status") == "diverged":
         status = "diverged"
@@ -165,7 +112,7 @@ def run_row(path: Path, rec: dict, table1) -> Row:
     else:
         status = "match"
 
-    notes = [f"run {rec.get('run', path.parent.name)}", f"{epochs_run}/{cond['epochs']} epochs"]
+    notes = [f"run {rec.get('run', path.parent.name)}", f"{epochs_run}/{epochs} epochs"]
     notes += [s for s in short if "epochs" not in s]
     notes += [f"variant: {', '.join(variant)}"] if variant else []
     notes += [f"mode {env.get('mode', '?')}", _machine(env)]
@@ -229,7 +176,7 @@ def diff(paths: list[Path] | None = None, paper_folder: Path | None = None) -> l
     for ds in set(order) - {r.subject for r in runs}:
         target = table1.target(ds)
         runs.append(Row("run", ds, "test error (%)", target.value, None, None,
-                        error_tolerance(target.value, table1.conditions[ds]["test_evaluated"].value),
+                        error_tolerance(target.value, recipes.test_evaluated(ds)),
                         "no record", "no run record found", "", target.certainty))
     runs.sort(key=lambda r: (order[r.subject], r.record))
     return runs + benches
@@ -239,23 +186,12 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def text_table(headers: list[str], rows: list[list[str]], markdown: bool = False) -> str:
-    """A plain fixed-width table, or a GitHub Markdown table."""
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows])
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*map(str, r)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def render(rows: list[Row], markdown: bool = False) -> str:
     headers = ["subject", "quantity", "paper", "ours", "diff", "tol", "status", "conditions"]
     body = [[r.subject, r.quantity, _fmt(r.paper), _fmt(r.ours), "-" if r.diff is None else f"{r.diff:+.2f}",
              _fmt(r.tolerance), r.status, r.conditions] for r in rows]
     note = ("Paper: BNN (Theano) column of Table 1 and the GTX 750 speed-ups. Tolerance: 2 binomial standard "
-            "errors of the paper's test error; +-20 % for speed-ups (see reproduction/compare.py).")
+            "errors of the paper's test error; +-20 % for speed-ups (see results/compare.py).")
     return text_table(headers, body, markdown) + "\n\n" + note
 
 
