@@ -46,11 +46,12 @@ Where a window's maximum is attained more than once, ``ties`` says which element
 - ``"first"``: only the first maximal element in row-major window order, (0,0), (0,1), (1,0),
   (1,1). This is cuDNN's ``CUDNN_POOLING_MAX`` backward, which Theano substituted for its own
   pooling on a GPU with cuDNN (Theano issues #5248, #5404), i.e. where the original ran. cuDNN is
-  closed; the rule is the one TensorFlow's test ``_testMaxPoolGradDirect1_1``/``1_2`` asserts for
-  its GPU kernel, which calls cuDNN's pooling backward: all-equal and diagonal-tie 2x2 windows
-  send their gradient to the top-left, then top-right element (CPU and GPU alike). Theano's own
-  unmerged "match cudnn" PR #5506 likewise kept "only the first value". The NaN mode does not
-  matter for finite ties (Theano set ``CUDNN_PROPAGATE_NAN``).
+  closed; the rule is the one TensorFlow's tests ``_testMaxPoolGradDirect1_1``/``1_2`` assert
+  with one expected result on CPU and GPU, where its MaxPoolGrad calls cuDNN's pooling backward:
+  all-equal and diagonally tied 2x2 windows send the gradient to the top-left element,
+  anti-diagonally tied ones to the top-right one. Theano's unmerged "match cudnn behavior" PR
+  #5506 likewise kept "only the first value". The NaN mode does not matter for finite ties
+  (Theano set ``CUDNN_PROPAGATE_NAN``).
 - ``"all"``: every element equal to the maximum, Theano's CPU ``MaxPoolGrad``
   (``if maxout == x: gx += gz``), so a window with k tied maxima passes k times its gradient.
 
