@@ -40,10 +40,22 @@ PyTensor graph, the crop to an even size is unknown to JAX until run time, and N
 to compile the gradient of a corner-slices form.
 
 Pooling ties are common here, not rare: the conv inputs are {-1, 0, +1} and the weights +-H, so the
-pre-activations in a window are often equal. The gradient goes to EVERY element equal to the
-window's maximum, exactly what Theano's CPU ``MaxPoolGrad`` did (``if maxout == x: gx += gz``).
-If the original ran with cuDNN, its pooling backward may have routed to one element instead; we
-have not verified that, and follow Theano's own definition.
+pre-activations in a window are integers plus the channel's bias and often equal (SOURCES.md §2.2).
+Where a window's maximum is attained more than once, ``ties`` says which elements get its gradient:
+
+- ``"first"``: only the first maximal element in row-major window order, (0,0), (0,1), (1,0),
+  (1,1). This is cuDNN's ``CUDNN_POOLING_MAX`` backward, which Theano substituted for its own
+  pooling on a GPU with cuDNN (Theano issues #5248, #5404), i.e. where the original ran. cuDNN is
+  closed; the rule is the one TensorFlow's tests ``_testMaxPoolGradDirect1_1``/``1_2`` assert
+  with one expected result on CPU and GPU, where its MaxPoolGrad calls cuDNN's pooling backward:
+  all-equal and diagonally tied 2x2 windows send the gradient to the top-left element,
+  anti-diagonally tied ones to the top-right one. Theano's unmerged "match cudnn behavior" PR
+  #5506 likewise kept "only the first value". The NaN mode does not matter for finite ties
+  (Theano set ``CUDNN_PROPAGATE_NAN``).
+- ``"all"``: every element equal to the maximum, Theano's CPU ``MaxPoolGrad``
+  (``if maxout == x: gx += gz``), so a window with k tied maxima passes k times its gradient.
+
+A different rule is a change to ``_route`` alone.
 """
 import os
 from contextlib import nullcontext
@@ -56,7 +68,12 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from scipy.linalg import get_blas_funcs
 
-__all__ = ["conv3x3", "max_pool2x2", "conv3x3_numpy", "conv3x3_grad_w_numpy", "max_pool2x2_numpy"]
+__all__ = ["conv3x3", "max_pool2x2", "conv3x3_numpy", "conv3x3_grad_w_numpy", "max_pool2x2_numpy",
+           "max_pool2x2_grad_numpy", "POOL_TIES", "CUDNN_TIES", "THEANO_CPU_TIES"]
+
+CUDNN_TIES = "first"        # the gradient goes to the first maximal element (cuDNN, the original's GPU runs)
+THEANO_CPU_TIES = "all"     # ... to every maximal element (Theano's CPU MaxPoolGrad)
+POOL_TIES = (CUDNN_TIES, THEANO_CPU_TIES)
 
 
 # --- numpy kernels (used by perform; also usable on their own) -------------------------------
@@ -171,11 +188,29 @@ def max_pool2x2_numpy(x):
     return _windows(x).max(axis=(3, 5))
 
 
-def max_pool2x2_grad_numpy(x, out, gz):
-    """``gx = gz`` at every element equal to its window's maximum (ties included, as Theano's
-    ``MaxPoolGrad``), 0 elsewhere and on the dropped row/column."""
+def _check_ties(ties):
+    if ties not in POOL_TIES:
+        raise ValueError(f"conv.py: max_pool2x2 ties must be one of {POOL_TIES}, got {ties!r}")
+    return ties
+
+
+def _route(hit, ties, xp):
+    """Which elements of each window get its gradient: ``hit`` (N, C, H//2, 2, W//2, 2) marks the
+    elements equal to the window's maximum; ``"all"`` keeps them all, ``"first"`` the first one in
+    row-major window order. ``xp`` is numpy or jax.numpy."""
+    if _check_ties(ties) == "all":
+        return hit
+    by_window = hit.transpose(0, 1, 2, 4, 3, 5)  # (N, C, H//2, W//2, 2, 2): its own inverse
+    flat = by_window.reshape(*by_window.shape[:4], 4)
+    first = flat & (xp.cumsum(flat, axis=-1) == 1)
+    return first.reshape(by_window.shape).transpose(0, 1, 2, 4, 3, 5)
+
+
+def max_pool2x2_grad_numpy(x, out, gz, ties=THEANO_CPU_TIES):
+    """``gx = gz`` at the maximal elements of each window that ``ties`` selects (see the module
+    docstring), 0 elsewhere and on the dropped row/column."""
     n, c, h, w = x.shape
-    hit = _windows(x) == out[:, :, :, None, :, None]
+    hit = _route(_windows(x) == out[:, :, :, None, :, None], ties, np)
     gx = np.zeros_like(x, dtype=gz.dtype)
     gx[:, :, : h // 2 * 2, : w // 2 * 2] = (hit * gz[:, :, :, None, :, None]).reshape(
         n, c, h // 2 * 2, w // 2 * 2
@@ -231,11 +266,11 @@ def _max_pool2x2_jax(x):
     return _windows(x).max(axis=(3, 5))
 
 
-def _max_pool2x2_grad_jax(x, out, gz):
+def _max_pool2x2_grad_jax(x, out, gz, ties=THEANO_CPU_TIES):
     import jax.numpy as jnp
 
     n, c, h, w = x.shape
-    hit = _windows(x) == out[:, :, :, None, :, None]
+    hit = _route(_windows(x) == out[:, :, :, None, :, None], ties, jnp)
     gx = (hit * gz[:, :, :, None, :, None]).reshape(n, c, h // 2 * 2, w // 2 * 2).astype(gz.dtype)
     return jnp.pad(gx, ((0, 0), (0, 0), (0, h % 2), (0, w % 2)))
 
@@ -315,9 +350,12 @@ class Conv3x3GradW(Op):
 
 
 class MaxPool2x2(Op):
-    """out = max_pool2x2(x); see ``max_pool2x2_numpy``."""
+    """out = max_pool2x2(x); see ``max_pool2x2_numpy``. ``ties`` chooses the gradient's rule."""
 
-    __props__ = ()
+    __props__ = ("ties",)
+
+    def __init__(self, ties=THEANO_CPU_TIES):
+        self.ties = _check_ties(ties)
 
     def make_node(self, x):
         x = _as4d(x, "max_pool2x2 input")
@@ -334,20 +372,23 @@ class MaxPool2x2(Op):
         return [(n, c, h // 2, w // 2)]
 
     def pullback(self, inputs, outputs, output_grads):
-        return [MaxPool2x2Grad()(inputs[0], outputs[0], output_grads[0])]
+        return [MaxPool2x2Grad(self.ties)(inputs[0], outputs[0], output_grads[0])]
 
 
 class MaxPool2x2Grad(Op):
     """gx from (x, out, gz); see ``max_pool2x2_grad_numpy``."""
 
-    __props__ = ()
+    __props__ = ("ties",)
+
+    def __init__(self, ties=THEANO_CPU_TIES):
+        self.ties = _check_ties(ties)
 
     def make_node(self, x, out, gz):
         x, out, gz = (_as4d(v, "max_pool2x2 gradient input") for v in (x, out, gz))
         return Apply(self, [x, out, gz], [pt.tensor(dtype=gz.dtype, shape=x.type.shape)])
 
     def perform(self, node, inputs, output_storage):
-        output_storage[0][0] = max_pool2x2_grad_numpy(*inputs)
+        output_storage[0][0] = max_pool2x2_grad_numpy(*inputs, ties=self.ties)
 
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
@@ -358,12 +399,14 @@ def conv3x3(x, w):
     return Conv3x3()(x, w)
 
 
-def max_pool2x2(x):
+def max_pool2x2(x, ties=THEANO_CPU_TIES):
     """2x2 max pooling, stride 2, odd trailing row/column dropped: (N, C, H, W) -> (N, C, H//2, W//2).
 
-    ``out[n, c, a, b] = max(x[n, c, 2a:2a+2, 2b:2b+2])``; the gradient goes to every tied maximum.
+    ``out[n, c, a, b] = max(x[n, c, 2a:2a+2, 2b:2b+2])``. Where the maximum is tied, the gradient
+    goes to every tied element (``ties="all"``, Theano's CPU rule) or to the first in row-major
+    window order (``ties="first"``, cuDNN's, where the original ran); SOURCES.md §2.2.
     """
-    return MaxPool2x2()(_as4d(x, "max_pool2x2 input"))
+    return MaxPool2x2(ties)(_as4d(x, "max_pool2x2 input"))
 
 
 # --- back-end registrations ------------------------------------------------------------------
@@ -396,7 +439,12 @@ def _register_jax():
 
     @jax_funcify.register(MaxPool2x2Grad)
     def _jax_max_pool2x2_grad(op, node=None, **kwargs):
-        return _max_pool2x2_grad_jax
+        ties = op.ties
+
+        def grad(x, out, gz):
+            return _max_pool2x2_grad_jax(x, out, gz, ties)
+
+        return grad
 
 
 def _register_numba():
