@@ -2,9 +2,10 @@
 checkpoints and resume.
 
 Per epoch: one pass over the training set in its current order (partial batches dropped), then a
-reshuffle, then validation; when the validation error is the best so far (ties go to the later
-epoch) the test set is evaluated and the parameters saved; then the learning rate decays. The
-training set is shuffled once before the first epoch too.
+reshuffle, then validation; when the validation error is the best so far (``<=``: ties go to the
+later epoch) the test set is evaluated and the parameters saved; then the learning rate decays.
+The training set is shuffled once before the first epoch too. (The reshuffle is done after the
+evaluations here: they draw nothing from the generator, so the numbers are the same.)
 
 Checkpoints. A run writes ``checkpoint.h5`` before its first batch, every ``checkpoint_every``
 seconds within an epoch (between batches), at every epoch's end, and when it is asked to stop.
@@ -258,11 +259,17 @@ def _stop_signals():
         return
     for signum in STOP_SIGNALS:
         request.previous[signum] = signal.signal(signum, request.handler)
+    stopped = False
     try:
         yield request
+    except RunInterrupted:
+        stopped = True
+        raise
     finally:
         for signum, previous in request.previous.items():
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        if stopped:
+            request.chain()
 
 
 class _WriteFailed(Exception):
@@ -273,11 +280,10 @@ class _WriteFailed(Exception):
 
 @contextmanager
 def _writing(path):
-    """Turn an OSError while writing ``path`` into ``_WriteFailed`` (HDF5 reports a full disk as
-    an OSError without errno, or as a RuntimeError when it closes the file)."""
+    """Turn an OSError while writing ``path`` (a full disk, a lost permission) into ``_WriteFailed``."""
     try:
         yield
-    except (OSError, RuntimeError) as e:
+    except OSError as e:
         raise _WriteFailed(path, e) from e
 
 
@@ -483,14 +489,53 @@ def train(functions, layers, splits, run: Run, *, rng, num_epochs, batch_size, L
         raise RunFailed(f"{run.out_dir}: cannot create the run folder ({_reason(e)})") from None
     try:
         with folder_lock(run.out_dir):
-            return _train_locked(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, LR_decay,
-                                 resume, progress, out, checkpoint_every, batches)
+            record = _train_locked(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, LR_decay,
+                                   resume, progress, out, checkpoint_every, batches)
     except FolderBusy as e:
         raise TrainingError(f"{e} (is it still running?)") from None
+    return record
 
 
 def _train_locked(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, LR_decay, resume,
                   progress, out, checkpoint_every, batches):
+    # The handlers go in before the first write, so a stop during it waits for its end.
+    with _stop_signals() as stop:
+        state = _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, resume, out, batches)
+        if state.record["status"] == "finished":
+            return state.record
+        try:
+            try:
+                state.run_epochs(num_epochs, LR_decay, progress, stop, checkpoint_every)
+            except _Stopped:
+                state.save(status="interrupted")
+                raise RunInterrupted(f"{_signal_name(stop.signum)}: stopped at {_where(state.loop, batches)} and "
+                                     f"saved; resume with: {run.resume_command}", stop.signum) from None
+        except RunInterrupted:
+            raise
+        except TrainingDiverged as e:
+            note = state.mark("diverged", str(e))
+            raise TrainingDiverged(f"{e}; stopped. The last good checkpoint is {run.checkpoint_path}"
+                                   f" ({_where(state.saved['checkpoint'], batches)}){note}") from None
+        except _WriteFailed as e:
+            note = state.mark("failed", f"cannot write {e.path.name}: {_reason(e.error)}")
+            raise RunFailed(f"{e.path}: cannot write ({_reason(e.error)}); stopped. The last good checkpoint "
+                            f"is kept; resume with: {run.resume_command}{note}") from None
+        except KeyboardInterrupt:              # where no handler could be installed (not the main thread)
+            note = state.mark("interrupted")
+            raise RunInterrupted(f"interrupted; resume from the last checkpoint with: {run.resume_command}{note}"
+                                 ) from None
+        except SystemExit:                     # e.g. a scheduler integration exiting from its own handler
+            state.mark("interrupted")
+            raise
+        except Exception as e:
+            state.mark("failed", f"{type(e).__name__}: {_reason(e)}")
+            raise
+    return state.record
+
+
+def _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, resume, out, batches) -> _Loop:
+    """Remove leftovers, restore or create the state, and write what a resume needs before the
+    first batch: the first checkpoint of a new run, the record of a resumed one."""
     if not resume and any(p.exists() for p in (run.record_path, run.checkpoint_path, run.previous_checkpoint_path)):
         raise TrainingError(f"{run.out_dir} already holds a run; continue it with: {run.resume_command}")
     removed = remove_leftovers(run.out_dir, run.file_names())
@@ -508,19 +553,14 @@ def _train_locked(functions, layers, splits, run, rng, num_epochs, batch_size, L
                       "best_epoch": 1, "best_val_err": 100.0, "test_err": 0.0, "test_loss": 0.0}
         state.record = new_record(run)
     loop, record = state.loop, state.record
-    finished = loop["epoch"] >= num_epochs and loop["batch"] == 0
     try:
         _check_space(run, functions, layers)
-        if resume and loop["epoch"] and loop["batch"] == 0 and loop["best_epoch"] == loop["epoch"] \
-                and params_epoch(run.params_path) != loop["best_epoch"]:
-            state.save_best_params()           # killed between the record and params.h5: the state is that epoch's
         print_hyperparameters(run.hyperparameters, out)
-        if finished:
+        if loop["epoch"] >= num_epochs and loop["batch"] == 0:
             record["status"] = "finished"
             state.write_record(record)
             print(f"{run.out_dir} has finished its {loop['epoch']} epochs; nothing to do", file=out)
-            return record
-        if resume:
+        elif resume:
             record["status"] = "running"
             record.setdefault("resumed", []).append({"after_epoch": loop["epoch"], "batch": loop["batch"],
                                                      "at": _now(), "environment": run.environment})
@@ -528,36 +568,9 @@ def _train_locked(functions, layers, splits, run, rng, num_epochs, batch_size, L
             state.write_record(record)
         else:
             state.save()                       # a run can be resumed from its first minute
+        if resume and loop["epoch"] and loop["batch"] == 0 and loop["best_epoch"] == loop["epoch"] \
+                and params_epoch(run.params_path) != loop["best_epoch"]:
+            state.save_best_params()           # killed between the record and params.h5: the state is that epoch's
     except _WriteFailed as e:
         raise RunFailed(f"{e.path}: cannot write ({_reason(e.error)}); nothing was trained") from None
-
-    stop = None
-    try:
-        with _stop_signals() as stop:
-            try:
-                state.run_epochs(num_epochs, LR_decay, progress, stop, checkpoint_every)
-            except _Stopped:
-                state.save(status="interrupted")
-                raise RunInterrupted(f"{_signal_name(stop.signum)}: stopped at {_where(loop, batches)} and saved; "
-                                     f"resume with: {run.resume_command}", stop.signum) from None
-    except RunInterrupted:
-        stop.chain()
-        raise
-    except TrainingDiverged as e:
-        note = state.mark("diverged", str(e))
-        raise TrainingDiverged(f"{e}; stopped. The last good checkpoint is {run.checkpoint_path}"
-                               f" ({_where(state.saved['checkpoint'], batches)}){note}") from None
-    except _WriteFailed as e:
-        note = state.mark("failed", f"cannot write {e.path.name}: {_reason(e.error)}")
-        raise RunFailed(f"{e.path}: cannot write ({_reason(e.error)}); stopped. The last good checkpoint "
-                        f"is kept; resume with: {run.resume_command}{note}") from None
-    except KeyboardInterrupt:                  # where no handler could be installed (not the main thread)
-        note = state.mark("interrupted")
-        raise RunInterrupted(f"interrupted; resume from the last checkpoint with: {run.resume_command}{note}") from None
-    except SystemExit:                         # e.g. a scheduler integration exiting from its own handler
-        state.mark("interrupted")
-        raise
-    except Exception as e:
-        state.mark("failed", f"{type(e).__name__}: {_reason(e)}")
-        raise
-    return record
+    return state

@@ -1,7 +1,6 @@
 """Resuming: from the start, mid-epoch, mid-evaluation, from the previous checkpoint when the last is
 damaged, and after a kill between the record and params.h5, always to the numbers of a run never
 interrupted (same process, same order of operations: exact equality is the right test)."""
-import copy
 import json
 import signal
 
@@ -12,7 +11,8 @@ import pytest
 from reproduction.files import folder_lock
 from reproduction.store import load_blocks, read_checkpoint
 from reproduction.train import ResumeError, RunInterrupted, TrainingError
-from tests.tiny import numbers, same_arrays, scramble, small_network, state_of, stub_network, train_tiny
+from tests.tiny import (numbers, resettable, same_arrays, scramble, small_network, state_of, stub_network,
+                        train_tiny)
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +26,9 @@ def straight(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def network():
-    """One compiled network for all resumes here; ``fresh`` puts back its state at construction,
-    ``scramble`` replaces it with other values before each resume."""
-    net = small_network()
-    rng, _, functions = net
-    initial = (state_of(functions), [copy.deepcopy(c.storage[0]) for c in functions.rngs], rng.get_state())
-
-    def fresh():
-        for var, value in zip(functions.state, initial[0]):
-            var.set_value(value.copy())
-        for c, value in zip(functions.rngs, initial[1]):
-            c.storage[0] = copy.deepcopy(value)
-        rng.set_state(initial[2])
-        return net
-
-    return fresh
+    """One compiled network for all resumes here: ``network()`` gives it with its state at
+    construction; ``scramble`` replaces that state with other values before each resume."""
+    return resettable(small_network())
 
 
 class Script:

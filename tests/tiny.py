@@ -48,6 +48,25 @@ def scramble(net, seed=99):
     return net
 
 
+def resettable(net):
+    """A function that puts back the network's state as it is now (its state at construction,
+    when called right after ``small_network``), so that one compile serves several fresh runs."""
+    import copy
+
+    rng, _, functions = net
+    saved = (state_of(functions), [copy.deepcopy(c.storage[0]) for c in functions.rngs], rng.get_state())
+
+    def fresh():
+        for var, value in zip(functions.state, saved[0]):
+            var.set_value(value.copy())
+        for c, value in zip(functions.rngs, saved[1]):
+            c.storage[0] = copy.deepcopy(value)
+        rng.set_state(saved[2])
+        return net
+
+    return fresh
+
+
 def run_in(folder, name="run"):
     return Run(folder / name, "synthetic", {"batch_size": 50}, {"mode": MODE}, {"epochs": 4})
 
