@@ -110,7 +110,8 @@ def bad_file_error(folder, fragment):
     with pytest.raises(DataError) as e:
         load(folder)
     message = str(e.value)
-    assert fragment in message and "\n" not in message
+    first, *details = message.split("\n")    # the file and the problem first; details indented below
+    assert fragment in first and all(line.startswith("  ") for line in details), message
     return message
 
 

@@ -145,9 +145,11 @@ def test_download_failure_leaves_nothing(base_url, tmp_path, route, reason):
     with pytest.raises(DataError) as err:
         download([url], dest, PAYLOAD_MD5, progress=False)
     message = str(err.value)
-    assert "\n" not in message
+    first, *details = message.split("\n")
+    assert str(dest) in first and "download failed" in first  # which file, and that it could not be had
+    assert all(line.startswith("  ") for line in details)
     assert url in message and reason in message  # which URL failed, and why
-    assert str(dest) in message  # where to put the file fetched by hand
+    assert f"save it as {dest}" in message  # where to put the file fetched by hand
     assert not dest.exists()
     assert not dest.parent.exists() or _leftovers(dest.parent) == []
 

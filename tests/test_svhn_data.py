@@ -186,7 +186,8 @@ def bad_file_error(folder, name, **kw):
     with pytest.raises(DataError) as e:
         load(folder, **kw)
     message = str(e.value)
-    assert f"{name}_32x32.mat" in message and "\n" not in message
+    first, *details = message.split("\n")    # the file and the problem first; details indented below
+    assert f"{name}_32x32.mat" in first and all(line.startswith("  ") for line in details), message
     assert not (folder / data.CACHE_NAME).exists()  # nothing half-built is left behind
     assert not [p for p in folder.iterdir() if p.name.endswith(".part")]
     return message
