@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import pickle
 import tarfile
 import zlib
@@ -73,6 +74,10 @@ def read_batches(folder: Path, *, download: bool = True, progress: bool = True) 
     the test batch, from ``folder/cifar-10-batches-py/`` if present, else from the tarball."""
     extracted = folder / FOLDER
     if extracted.is_dir():
+        try:
+            os.listdir(extracted)   # an unreadable folder would otherwise look empty: "missing"
+        except OSError as e:
+            raise DataError(f"{extracted}: cannot read ({e.strerror or e})") from None
         return {name: read_batch_file(extracted / name) for name in (*TRAIN_BATCHES, TEST_BATCH)}
     tarball = folder / TARBALL
     if not tarball.exists():

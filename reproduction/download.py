@@ -165,7 +165,7 @@ def _fetch(url: str, dest: Path, md5: str | None, timeout: float, give_up_at: fl
                 watch.arrived(received)
                 bar.update(len(chunk))
                 if time.monotonic() > give_up_at:
-                    raise DataError(f"not complete after {deadline:.0f} s ({received} bytes arrived)")
+                    raise DataError(f"not complete after {deadline:g} s ({received} bytes arrived)")
         # urllib does not raise when the server closes early; this comparison is what catches it.
         if expected is not None and received != expected:
             raise DataError(f"connection cut: received {received} of {expected} bytes")
@@ -200,7 +200,7 @@ class _Watch:
                 silence_reported = 0.0
             if silent >= silence_reported + SILENCE_REPORT:
                 silence_reported += SILENCE_REPORT
-                print(f"{self.label}: no data for {silence_reported:.0f} s (giving up at {self.timeout:.0f} s)",
+                print(f"{self.label}: no data for {silence_reported:g} s (giving up at {self.timeout:g} s)",
                       file=sys.stderr, flush=True)
             elif self.plain and self.received and now - self.last_report >= PROGRESS_REPORT:
                 self.last_report = now
@@ -299,7 +299,7 @@ def _reason(e: BaseException, timeout: float = TIMEOUT) -> str:
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code} {e.reason}"
     if isinstance(e, urllib.error.URLError) and isinstance(e.reason, TimeoutError) or isinstance(e, TimeoutError):
-        return f"no data for {timeout:.0f} s"
+        return f"no data for {timeout:g} s"
     if isinstance(e, urllib.error.URLError):
         reason = getattr(e.reason, "strerror", None) or e.reason
         return f"unreachable ({reason})"

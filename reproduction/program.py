@@ -245,9 +245,9 @@ def read_run_record(folder: Path, option: str) -> dict:
 
 
 def json_problem(e: ValueError) -> str:
-    """A JSON decoding error in few words: ``Expecting value at line 1 column 2``."""
+    """A JSON decoding error in few words: ``Expecting value: line 1 column 2``."""
     if isinstance(e, json.JSONDecodeError):
-        return f"{e.msg} at line {e.lineno} column {e.colno}"
+        return f"{e.msg}: line {e.lineno} column {e.colno}"
     return " ".join(str(e).split())[:60]
 
 
@@ -318,7 +318,7 @@ def check_architecture(spec: str, in_channels: int = 3, image_size: int = 32, cl
     try:
         blocks = parse_architecture(spec)
     except ValueError as e:
-        raise OptionError(f"--architecture {str(e).split(': ', 1)[-1]}: {spec}") from None
+        raise OptionError(f"--architecture {spec}: {str(e).split(': ', 1)[-1]}") from None
     kinds = [kind for kind, _, _ in blocks]
     if "dense" in kinds and "conv" in kinds[kinds.index("dense"):]:
         raise OptionError(f"--architecture {spec}: a convolution after a dense layer")

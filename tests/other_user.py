@@ -21,11 +21,12 @@ SKIP_REASON = (None if not IS_ROOT or shutil.which("setpriv") else
                "running as root without setpriv to drop CAP_DAC_OVERRIDE: root reads any file")
 
 
-def run_python(code: str, cwd=None) -> subprocess.CompletedProcess:
-    """Run ``code`` with this checkout's packages, unable to override file permissions."""
+def run_python(code: str, cwd=None, drop=True) -> subprocess.CompletedProcess:
+    """Run ``code`` in another process with this checkout's packages; with ``drop``, unable to
+    override file permissions."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-c", code]
-    if IS_ROOT:
+    if IS_ROOT and drop:
         cmd = ["setpriv", f"--inh-caps={_DROP}", f"--bounding-set={_DROP}", *cmd]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
