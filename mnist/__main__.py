@@ -78,7 +78,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     c = parse_args(argv)
-    with program.one_line_errors(c):
+    with program.one_line_errors(c, sigterm=True):
         # schedule_epochs: num_epochs, or on a resume that extends the run, the count it started with
         LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.schedule_epochs)
         rng = np.random.RandomState(c.seed)

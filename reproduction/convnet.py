@@ -62,7 +62,7 @@ def main(dataset: str, doc: str, recipe: dict, load_data, argv=None):
     their ``__main__.py`` and their ``load_data(args)``, which returns the dataset's splits."""
     p = program.parser(f"python -m {dataset}", doc, dataset, recipe)
     c = program.parse(p, argv, dataset, recipe)
-    with program.one_line_errors(c):
+    with program.one_line_errors(c, sigterm=True):
         # schedule_epochs: num_epochs, or on a resume that extends the run, the count it started with
         LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.schedule_epochs)
         rng = np.random.RandomState(c.seed)

@@ -38,8 +38,10 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -79,9 +81,9 @@ RUN_FLAGS = {"train_size": "--train-size", "valid_size": "--valid-size", "test_s
 CHOICES = {"optimizer": ("adam", "shift_adamax"), "activation": ("binary_tanh_unit",)}
 #: Options that apply to a resumed run (see the module docstring); ``num_epochs`` has its own rule.
 APPLY_ON_RESUME = ("progress", "data_dir", "no_download", "debug")
-#: Exit codes: a bad option (argparse's own code), a run that could not go on, Ctrl-C (128 + SIGINT),
-#: a closed pipe (128 + SIGPIPE, what a process killed by it returns).
-EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PIPE = 2, 1, 130, 141
+#: Exit codes: a bad option (argparse's own code), a run that could not go on, a closed pipe (128 +
+#: SIGPIPE, what a process killed by it returns); a stop signal gives 128 + its number (Ctrl-C: 130).
+EXIT_USAGE, EXIT_FAILED, EXIT_PIPE = 2, 1, 141
 
 
 class OptionError(ValueError):
@@ -543,26 +545,46 @@ def _line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a scheduler or ``kill`` sends) outside the training loop, which has its own
+    handlers: ends the program as Ctrl-C does, with the signal's exit code."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
 @contextlib.contextmanager
-def one_line_errors(args=None, known=tuple(ONE_LINE), interrupted=None, code=None):
+def one_line_errors(args=None, known=tuple(ONE_LINE), interrupted=None, code=None, sigterm=False):
     """End the program with one line on stderr and a non-zero exit, not a traceback, when it stops
-    for a known reason (``known``; exit code ``code``, else the exception's ``exit_code``, else
-    its entry in ``ONE_LINE``), on
-    Ctrl-C (130, with the line ``interrupted``; a training program's says whether anything was
-    trained) and, quietly, when the reader of its output went away (``| head``: 141).
-    ``args.debug`` re-raises instead."""
+    for a known reason (``known``; exit code ``code``, else the exception's ``exit_code``, else its
+    entry in ``ONE_LINE``); on Ctrl-C, and with ``sigterm`` on SIGTERM too (128 + the signal, with
+    the line ``interrupted``: a training program's says whether anything was trained); and,
+    quietly, when the reader of its output went away (``| head``: 141). ``args.debug`` re-raises
+    instead."""
     debug = bool(getattr(args, "debug", False))
+    previous = None
+    if sigterm and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
     except BrokenPipeError:
         with contextlib.suppress(OSError):   # nothing more can reach the pipe: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(EXIT_PIPE) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if debug:
             raise
-        print(f"error: {interrupted or _interrupted(args)}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        signum = getattr(e, "signum", signal.SIGINT)
+        line = interrupted or _interrupted(args)
+        if signum != signal.SIGINT:
+            line = line.replace("interrupted", f"stopped by {signal.Signals(signum).name}", 1)
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum) from None
     except known as e:
         if debug:
             raise
@@ -570,6 +592,9 @@ def one_line_errors(args=None, known=tuple(ONE_LINE), interrupted=None, code=Non
             (c for t, c in ONE_LINE.items() if isinstance(e, t)), EXIT_FAILED)
         print(f"error: {_line(e)}", file=sys.stderr, flush=True)
         raise SystemExit(exit_code) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupted(args) -> str:

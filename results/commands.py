@@ -83,8 +83,9 @@ def params_layers(path: Path, architecture: str | None = None):
     shapes = [tuple(b["W"].shape) for b in blocks]
     want = [(l.n_out, l.n_in, l.k, l.k) if l.kind == "conv" else (l.n_in, l.n_out) for l in layers]
     if shapes != want:
-        first = next((i for i, (s, w) in enumerate(zip(shapes, want)) if s != w), min(len(shapes), len(want)))
-        detail = (f"block{first}/W is {shapes[first]}, {spec} wants {want[first]}" if first < min(len(shapes), len(want))
+        common = min(len(shapes), len(want))
+        first = next((i for i, (s, w) in enumerate(zip(shapes, want)) if s != w), common)
+        detail = (f"block{first}/W is {shapes[first]}, {spec} wants {want[first]}" if first < common
                   else f"{len(shapes)} blocks, {spec} has {len(want)} layers")
         raise summary.SummaryError(f"{path}: not the architecture {spec}: {detail}")
     floats = [sum(v.size for k, v in b.items() if k != "W") for b in blocks]

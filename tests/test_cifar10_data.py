@@ -243,7 +243,8 @@ def test_unreadable_files_say_cannot_read(tmp_path):
     for name, (X, labels) in make_batches().items():
         (folder / name).write_bytes(batch_pickle(X, labels))
     (folder / "data_batch_3").chmod(0o000)
-    assert data_error(call.format(str(tmp_path / "folder"))) == f"{folder / 'data_batch_3'}: cannot read (Permission denied)"
+    unreadable = folder / "data_batch_3"
+    assert data_error(call.format(str(tmp_path / "folder"))) == f"{unreadable}: cannot read (Permission denied)"
     folder.chmod(0o000)
     try:
         assert data_error(call.format(str(tmp_path / "folder"))) == f"{folder}: cannot read (Permission denied)"

@@ -139,3 +139,21 @@ def test_the_program_sets_float32_before_pytensor_loads():
                          cwd=ROOT, capture_output=True, text=True, check=True,
                          env={k: v for k, v in __import__("os").environ.items() if k != "PYTENSOR_FLAGS"}).stdout
     assert out.strip() == "float32"
+
+
+def test_sigterm_while_loading_ends_in_one_line(capsys, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import mnist.__main__ as program
+
+    def terminated(c):
+        os.kill(os.getpid(), signal.SIGTERM)     # what a scheduler sends
+        raise AssertionError("SIGTERM did not stop the program")
+
+    monkeypatch.setattr(program, "load_data", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        program.main(["--units", "8", "--out", str(tmp_path / "run")])
+    assert one_line(capsys, e, 143) == "error: stopped by SIGTERM before training started; nothing was trained"
+    assert not (tmp_path / "run").exists() and signal.getsignal(signal.SIGTERM) == before

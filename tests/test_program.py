@@ -112,7 +112,8 @@ def test_a_back_end_that_is_not_installed_is_refused(capsys, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("jax", "numba") else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("jax", "numba") else real(name, *a))
     refused(capsys, ["--out", "x", "--mode", "JAX"], "--mode JAX", "jax is not installed")
     refused(capsys, ["--out", "x", "--mode", "NUMBA"], "--mode NUMBA", "numba is not installed")
 

@@ -332,7 +332,8 @@ def test_leftovers_of_killed_builds_and_downloads_are_removed_unless_someone_wri
 @pytest.mark.skipif(SKIP_REASON is not None, reason=str(SKIP_REASON))
 def test_an_unreadable_mat_file_says_cannot_read(small):
     (small / "test_32x32.mat").chmod(0o000)
-    message = data_error(f"from svhn import data\ndata.load_svhn({str(small)!r}, download=False, valid_per_class=(4, 2))")
+    message = data_error(f"from svhn import data\n"
+                         f"data.load_svhn({str(small)!r}, download=False, valid_per_class=(4, 2))")
     assert message == f"{small / 'test_32x32.mat'}: cannot read (Permission denied)"
 
 
