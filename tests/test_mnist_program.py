@@ -109,7 +109,7 @@ def test_a_bad_data_file_ends_in_one_line_and_debug_shows_the_traceback(capsys, 
     with pytest.raises(SystemExit) as e:
         program.main(argv)
     line = one_line(capsys, e, 1)
-    assert "train-images-idx3-ubyte: IDX magic 2057 (0x00000809), expected 2051" in line
+    assert "train-images-idx3-ubyte: not an MNIST images file: IDX magic 2057 (0x00000809), expected 2051" in line
     assert not (tmp_path / "run").exists()
     with pytest.raises(DataError):
         program.main(argv + ["--debug"])

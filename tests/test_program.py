@@ -161,7 +161,7 @@ def test_options_given_with_resume_apply_or_are_refused(capsys, tmp_path):
     c = mnist_program.parse_args(["--resume", str(run), "--epochs", "8"])
     assert (c.num_epochs, c.schedule_epochs) == (8, 5)
     assert mnist_program.parse_args(["--resume", str(run), "--epochs", "3"]).num_epochs == 3
-    refused(capsys, ["--resume", str(run), "--epochs", "2"], "--epochs 2", "trained 3 epochs already")
+    refused(capsys, ["--resume", str(run), "--epochs", "2"], "--epochs 2", "this run has trained 3 epochs already")
     # Anything else that differs from the run's is refused, naming the option.
     refused(capsys, ["--resume", str(run), "--units", "128"], "--units 128", "started with 64")
     refused(capsys, ["--resume", str(run), "--no-dropout"], "--dropout", "started with")
