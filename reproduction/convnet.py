@@ -61,25 +61,28 @@ def main(dataset: str, doc: str, recipe: dict, load_data, argv=None):
     """The program ``python -m cifar10`` and ``python -m svhn`` run, with the ``recipe`` at the top of
     their ``__main__.py`` and their ``load_data(args)``, which returns the dataset's splits."""
     p = program.parser(f"python -m {dataset}", doc, dataset, recipe)
-    c = program.resolve(p.parse_args(argv), dataset)
-    LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.num_epochs)
-    splits = program.load(load_data, c)
-    rng = np.random.RandomState(c.seed)
-    cnn = build_convnet(c.architecture, rng=rng, activation=getattr(binarize, c.activation), alpha=c.alpha,
-                        epsilon=c.epsilon, shift_bn=c.shift_bn, H=c.H, binary=c.binary, stochastic=c.stochastic,
-                        W_LR_scale=c.W_LR_scale)
+    c = program.parse(p, argv, dataset, recipe)
+    with program.one_line_errors(c, sigterm=True):
+        # schedule_epochs: num_epochs, or on a resume that extends the run, the count it started with
+        LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.schedule_epochs)
+        rng = np.random.RandomState(c.seed)
+        # before the data: nothing else draws from rng, and its size sizes the disk check
+        cnn = build_convnet(c.architecture, rng=rng, activation=getattr(binarize, c.activation), alpha=c.alpha,
+                            epsilon=c.epsilon, shift_bn=c.shift_bn, H=c.H, binary=c.binary, stochastic=c.stochastic,
+                            W_LR_scale=c.W_LR_scale)
+        with program.run_folder(c, program.disk_needed(cnn)):
+            splits = program.load(load_data, c)
 
-    print(f"Compiling the training and validation functions ({c.mode})...", flush=True)
-    x, t, LR = symbolic_inputs(splits.train.X.shape[1:])
-    train_pass = Pass(deterministic=False)
-    loss = squared_hinge(forward(cnn, x, train_pass), t)
-    updates = training_updates(cnn, loss, train_pass, LR, c.optimizer)
-    train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
-    val_fn = pytensor.function([x, t], test_outputs(cnn, x, t), mode=c.mode)
+            print(f"Compiling the training and validation functions ({c.mode})...", flush=True)
+            x, t, LR = symbolic_inputs(splits.train.X.shape[1:])
+            train_pass = Pass(deterministic=False)
+            loss = squared_hinge(forward(cnn, x, train_pass), t)
+            updates = training_updates(cnn, loss, train_pass, LR, c.optimizer)
+            train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
+            val_fn = pytensor.function([x, t], test_outputs(cnn, x, t), mode=c.mode)
 
-    run = program.make_run(c, dataset, program.hyperparameters(c, recipe, splits, LR_decay=LR_decay))
-    with program.one_line_errors():
-        train(functions(train_fn, val_fn, cnn), cnn, splits, run, rng=rng, batch_size=c.batch_size,
-              LR_start=c.LR_start, LR_decay=LR_decay, num_epochs=c.num_epochs, resume=bool(c.resume),
-              progress=program.progress_flag(c))
-    print(f"Run record: {run.record_path}")
+            run = program.make_run(c, dataset, program.hyperparameters(c, recipe, splits, LR_decay=LR_decay))
+            train(functions(train_fn, val_fn, cnn), cnn, splits, run, rng=rng, batch_size=c.batch_size,
+                  LR_start=c.LR_start, LR_decay=LR_decay, num_epochs=c.num_epochs, resume=bool(c.resume),
+                  progress=program.progress_flag(c))
+        print(f"Run record: {run.record_path}")

@@ -1,17 +1,47 @@
-"""What the three training programs share: options made from the recipe at a program's top, the run
-folder, the data, and the one-line ending of a failed run.
+"""What the three training programs share: options made from the recipe at a program's top, their
+checks, the run folder, the data, and the one-line ending of a program that cannot go on.
 
 A program's recipe is the plain values at its top (numbers, strings, booleans), the hyperparameters
-of the original script (SOURCES.md §2.1). ``parse_args`` gives every recipe name an option whose
+of the original script (SOURCES.md §2.1). ``parser`` gives every recipe name an option whose
 default is the top's value, so an override from the command line is assigned onto the same name:
 ``python -m mnist --epochs 10`` sets ``num_epochs``, ``--LR_start 0.01`` sets ``LR_start``. The
-namespace that comes back holds the recipe as this run uses it, and the run record is built from it.
+namespace ``parse`` returns holds the recipe as this run uses it, and the run record is built from it.
 Editing a value at a program's top changes the run, as in the original scripts.
+
+Order of work, so that a mistake costs seconds, not an epoch: ``parse`` checks every option (and,
+with ``--resume``, the run folder and which options may change); ``run_folder`` creates the run
+folder and writes a test file into it; then the data is loaded (``load``, which checks the splits
+against the batch size) and the functions compiled. Anything that stops a program on the way ends
+in one line on stderr and a non-zero exit (``one_line_errors``); ``--debug`` shows the traceback.
+
+Resuming (``--resume DIR``) takes the options the run was started with from its record. Options given
+beside it either apply or are refused with one line naming the option:
+
+- ``--progress``, ``--data-dir``, ``--no-download``, ``--debug`` apply (they change neither the
+  numbers nor the files of the run; the data is checked against its checksums wherever it is);
+- ``--epochs N`` applies when N is at least the number of epochs already trained: the run continues
+  to epoch N. The learning-rate schedule stays the one the run started with: its ``LR_decay`` was
+  fixed from the first ``--epochs`` (``schedule_epochs`` in the record's options), so epochs past
+  that count keep decaying by the same factor, below ``LR_fin``. (Changing the decay mid-run would
+  make the record's single ``LR_decay`` untrue; for the paper's schedule over N epochs, start a new
+  run with ``--epochs N``.)
+- every other option (a recipe value, ``--train-size``, ``--mode``, ...) is refused when it differs
+  from the run's: a checkpoint continues only the network, data and back end it was written by (the
+  back ends keep different random-generator states), and a run is one recipe.
 """
 import argparse
 import contextlib
+import errno
+import importlib.util
 import json
+import math
+import os
+import re
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -45,7 +75,34 @@ MEANING = {
 #: The short option of a recipe name, where the README's commands use one; the others are --<name>.
 SHORT = {"num_epochs": "--epochs", "num_units": "--units", "n_hidden_layers": "--hidden-layers",
          "gcn_zca": "--gcn-zca", "shift_bn": "--shift-bn"}
+#: The options of the run whose names have dashes.
+RUN_FLAGS = {"train_size": "--train-size", "valid_size": "--valid-size", "test_size": "--test-size",
+             "data_dir": "--data-dir", "no_download": "--no-download"}
 CHOICES = {"optimizer": ("adam", "shift_adamax"), "activation": ("binary_tanh_unit",)}
+#: Options that apply to a resumed run (see the module docstring); ``num_epochs`` has its own rule.
+APPLY_ON_RESUME = ("progress", "data_dir", "no_download", "debug")
+#: Exit codes: a bad option (argparse's own code), a run that could not go on, a closed pipe (128 +
+#: SIGPIPE, what a process killed by it returns); a stop signal gives 128 + its number (Ctrl-C: 130).
+EXIT_USAGE, EXIT_FAILED, EXIT_PIPE = 2, 1, 141
+
+
+class OptionError(ValueError):
+    """An option that cannot be used; ``str(e)`` is one line naming it."""
+
+    exit_code = EXIT_USAGE
+
+
+class RunFolderError(OSError):
+    """A run folder that cannot be used or written; ``str(e)`` is one line naming it."""
+
+    exit_code = EXIT_FAILED
+
+
+#: What ends a program with its one-line message instead of a traceback, and the exit code of each
+#: (an ``exit_code`` attribute of the exception wins). ``OSError`` covers a file that cannot be
+#: read or written wherever it is met; ``MemoryError`` a machine too small for the data.
+ONE_LINE = {OptionError: EXIT_USAGE, RunFolderError: EXIT_FAILED, DataError: EXIT_FAILED,
+            TrainingDiverged: EXIT_FAILED, OSError: EXIT_FAILED, MemoryError: EXIT_FAILED}
 
 
 def recipe(namespace: dict) -> dict:
@@ -55,39 +112,55 @@ def recipe(namespace: dict) -> dict:
             if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 
 
-def parser(prog: str, doc: str, dataset: str, recipe_values: dict) -> argparse.ArgumentParser:
+def flag(name: str) -> str:
+    """The option that sets ``name``: ``num_epochs`` -> ``--epochs``, ``train_size`` -> ``--train-size``."""
+    return SHORT.get(name) or RUN_FLAGS.get(name) or f"--{name}"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line: ``error: ...`` (no usage block; ``--help`` has it)."""
+
+    def error(self, message):
+        line = f"error: {message}"
+        hint = f" (see {self.prog} --help)"
+        self.exit(EXIT_USAGE, line + (hint if len(line + hint) <= 100 else "") + "\n")
+
+
+def parser(prog: str, doc: str, dataset: str, recipe_values: dict) -> Parser:
     """The options of a training program: the run (data, run folder, back end) and one per recipe
     value, its default the program's value."""
-    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("run")
     g.add_argument("--train-size", type=int, default=None, metavar="N",
                    help="use only the first N training images (default: the whole training split)")
     g.add_argument("--valid-size", type=int, default=None, metavar="N",
-                   help="use only the first N validation images (default: all)")
+                   help="use only the first N validation images (default: all; at least one batch)")
     g.add_argument("--test-size", type=int, default=None, metavar="N",
-                   help="use only the first N test images (default: all)")
+                   help="use only the first N test images (default: all; at least one batch)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help=f"folder with the official {dataset} files (default: ${dataset.upper()}_DATA_DIR, "
                         f"then ~/.cache/binarynet/data/{dataset}; downloaded there when missing)")
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
     g.add_argument("--out", default=None, metavar="DIR",
-                   help=f"run folder for record.json, params.h5, checkpoint.h5 (default: results/runs/{dataset}-<time>)")
+                   help=f"a new run folder for record.json, params.h5, checkpoint.h5 (default: "
+                        f"results/runs/{dataset}-<time> under the current folder); never an existing run's")
     g.add_argument("--resume", default=None, metavar="DIR",
-                   help="continue the run in DIR from its last checkpoint, with the options it was started with")
+                   help="continue the run in DIR from its last checkpoint, with the options it was started "
+                        "with; --epochs N extends it (same learning-rate decay), --progress, --data-dir apply")
     g.add_argument("--mode", choices=MODES, default=None,
                    help=f"PyTensor back end (default: the fastest installed, here {default_mode()})")
     g.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
                    help="a progress bar (auto: on a terminal) or plain lines")
+    g.add_argument("--debug", action="store_true", help="show the traceback when the program stops on an error")
     r = p.add_argument_group("the recipe (default: the paper's, the values at the top of the program)")
     for name, value in recipe_values.items():
-        flag = SHORT.get(name, f"--{name}")
         meaning = MEANING.get(name, name)
         if isinstance(value, bool):
-            r.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+            r.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction,
                            help=f"{meaning} (paper: {'yes' if value else 'no'})")
         else:
             metavar = None if name in CHOICES else {int: "N", float: "X"}.get(type(value), "VALUE")
-            r.add_argument(flag, dest=name, type=type(value), choices=CHOICES.get(name), metavar=metavar,
+            r.add_argument(flag(name), dest=name, type=type(value), choices=CHOICES.get(name), metavar=metavar,
                            help=f"{meaning} (paper: {value})")
     if "optimizer" in recipe_values:
         r.add_argument("--shift-adamax", dest="optimizer", action="store_const", const="shift_adamax",
@@ -96,22 +169,333 @@ def parser(prog: str, doc: str, dataset: str, recipe_values: dict) -> argparse.A
     return p
 
 
+def parse(p: argparse.ArgumentParser, argv, dataset: str, recipe_values: dict) -> argparse.Namespace:
+    """The options of this run: parsed, checked, and with ``--resume`` merged with the run's own.
+    A bad option ends the program with one line (exit code 2)."""
+    args = p.parse_args(argv)
+    try:
+        given = given_options(p, argv, vars(args))
+        if args.resume:
+            args = resume_options(args, given, dataset)
+        check(args, recipe_values)
+        return resolve(args, dataset)
+    except (OptionError, RunFolderError) as e:
+        p.exit(getattr(e, "exit_code", EXIT_USAGE), f"error: {e}\n")
+
+
+def given_options(p: argparse.ArgumentParser, argv, names) -> set:
+    """The destinations the command line sets, told apart from defaults: argparse leaves an
+    attribute the namespace already has alone unless an option sets it, so parsing again onto a
+    namespace of markers shows which were set (``--no-dropout`` sets two)."""
+    unset = object()
+    namespace = argparse.Namespace(**{name: unset for name in names})
+    p.parse_args(argv, namespace)
+    return {name for name in names if getattr(namespace, name) is not unset}
+
+
+def resume_options(args: argparse.Namespace, given: set, dataset: str) -> argparse.Namespace:
+    """The options of the run in ``args.resume``, with those given now that apply (module docstring)."""
+    folder = Path(args.resume)
+    record = read_run_record(folder, "--resume")
+    if record.get("dataset") != dataset:
+        raise OptionError(f"--resume {folder}: a {record.get('dataset')} run; resume it with "
+                          f"python -m {record.get('dataset')} --resume {folder}")
+    saved = record.get("options")
+    if not isinstance(saved, dict):
+        raise OptionError(f"--resume {folder}: its record.json has no options to resume with")
+    done = max((row.get("epoch", 0) for row in record.get("epochs") or [] if isinstance(row, dict)), default=0)
+    merged = {**vars(args), **saved, "resume": str(folder), "out": str(folder)}
+    merged.setdefault("schedule_epochs", saved.get("num_epochs"))
+    for name in sorted(given - {"resume"}):
+        now, then = getattr(args, name), saved.get(name, getattr(args, name))
+        if name in APPLY_ON_RESUME:
+            merged[name] = now
+        elif name == "num_epochs":
+            if now < done:
+                raise OptionError(f"--epochs {now}: this run has trained {done} epoch{'s' * (done != 1)} already")
+            merged[name] = now
+        elif name == "out":
+            if Path(now).resolve() != folder.resolve():
+                raise OptionError(f"--out {now} with --resume {folder}: a resumed run writes into its own folder")
+        elif name == "mode" and now != then:
+            raise OptionError(f"--mode {now}: this run trains on {then}; a checkpoint resumes only on the back "
+                              "end that wrote it")
+        elif now != then:
+            raise OptionError(f"{flag(name)} {now}: this run was started with {then}, and a resumed run keeps "
+                              "its options")
+    return argparse.Namespace(**merged)
+
+
+def read_run_record(folder: Path, option: str) -> dict:
+    """The record.json of the run folder ``folder``; an ``option`` error when there is none."""
+    if not folder.exists():
+        raise OptionError(f"{option} {folder}: no such folder")
+    if not folder.is_dir():
+        raise OptionError(f"{option} {folder}: not a folder (a run folder: results/runs/<run>)")
+    path = folder / "record.json"
+    if not path.exists():
+        raise OptionError(f"{option} {folder}: not a run folder (no record.json)")
+    try:
+        record = json.loads(path.read_bytes())
+    except OSError as e:
+        raise OptionError(f"{path}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise OptionError(f"{path}: not valid JSON ({json_problem(e)})") from None
+    if not isinstance(record, dict):
+        raise OptionError(f"{path}: not a run record")
+    return record
+
+
+def json_problem(e: ValueError) -> str:
+    """A JSON decoding error in few words: ``Expecting value: line 1 column 2``."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg}: line {e.lineno} column {e.colno}"
+    return " ".join(str(e).split())[:60]
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run: a record or a checkpoint."""
+    return any((folder / name).exists() for name in ("record.json", "checkpoint.h5", "checkpoint.prev.h5"))
+
+
+# --- the checks ------------------------------------------------------------------------------------
+
+def _whole(minimum):
+    def check(v):
+        if v < minimum:
+            return f"must be at least {minimum}"
+    return check
+
+
+def _real(low, high=math.inf, low_open=True, high_open=False):
+    """A finite number in an interval, e.g. (0, 1]."""
+    def check(v):
+        inside = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not math.isfinite(v) or not inside:
+            if high == math.inf:
+                return "must be a number above 0" if low == 0 and low_open else f"must be at least {low}"
+            return f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return check
+
+
+def _lr_scale(v):
+    if v == "Glorot":
+        return None
+    try:
+        x = float(v)
+    except ValueError:
+        return "must be Glorot or a number above 0"
+    if not (math.isfinite(x) and x > 0):
+        return "must be Glorot or a number above 0"
+
+
+def _seed(v):
+    if not 0 <= v < 2 ** 32:
+        return "must be in 0 .. 2**32 - 1 (numpy's seeds)"
+
+
+#: The check of each recipe value a program may have: a message when the value is bad.
+CHECKS = {
+    "num_epochs": _whole(1), "batch_size": _whole(1), "num_units": _whole(1), "n_hidden_layers": _whole(0),
+    "dropout_in": _real(0, 1, low_open=False, high_open=True),
+    "dropout_hidden": _real(0, 1, low_open=False, high_open=True),
+    "alpha": _real(0, 1), "epsilon": _real(0), "LR_start": _real(0), "LR_fin": _real(0), "H": _real(0),
+    "W_LR_scale": _lr_scale, "seed": _seed,
+}
+
+
+def check_architecture(spec: str, in_channels: int = 3, image_size: int = 32, classes: int = 10) -> None:
+    """A ConvNet in the usual notation that this code can build: ``nC3``, ``MP2`` after a
+    convolution, ``nFC``, n >= 1, convolutions before dense layers, at most as many poolings as
+    halve ``image_size`` to 1, and ``classes`` units at the end (the squared hinge loss's outputs)."""
+    from .convnet import parse as parse_architecture   # convnet.py imports this module
+
+    tokens = spec.split("-")
+    for token in tokens:
+        m = re.fullmatch(r"(\d+)(C3|FC)|MP2", token)
+        if not m:
+            raise OptionError(f"--architecture {spec}: unknown layer {token!r} (expected nC3, MP2 or nFC)")
+        if m.group(1) is not None and int(m.group(1)) < 1:
+            raise OptionError(f"--architecture {spec}: {token} has no units")
+    try:
+        blocks = parse_architecture(spec)
+    except ValueError as e:
+        raise OptionError(f"--architecture {spec}: {str(e).split(': ', 1)[-1]}") from None
+    kinds = [kind for kind, _, _ in blocks]
+    if "dense" in kinds and "conv" in kinds[kinds.index("dense"):]:
+        raise OptionError(f"--architecture {spec}: a convolution after a dense layer")
+    pools = sum(pooled for _, _, pooled in blocks)
+    if image_size >> pools < 1:
+        raise OptionError(f"--architecture {spec}: {pools} poolings shrink {image_size}x{image_size} images to nothing")
+    if blocks[-1][:2] != ("dense", classes):
+        raise OptionError(f"--architecture {spec}: must end with {classes}FC (one output per class)")
+
+
+def mode_problem(mode: str):
+    """Why the back end ``mode`` cannot run here, or None."""
+    if mode == "JAX" and importlib.util.find_spec("jax") is None:
+        return 'jax is not installed (pip install ".[jax]")'
+    if mode == "NUMBA" and importlib.util.find_spec("numba") is None:
+        return "numba is not installed (pip install numba)"
+    if mode == "CVM":
+        import pytensor
+
+        if not pytensor.config.cxx:
+            return "PyTensor finds no C++ compiler (install g++, or set PYTENSOR_FLAGS=cxx=...)"
+    return None
+
+
+def check(args: argparse.Namespace, recipe_values: dict) -> None:
+    """Every option of this run, before any work: an ``OptionError`` naming the first bad one."""
+    for name in recipe_values:
+        problem = CHECKS.get(name, lambda v: None)(getattr(args, name))
+        if problem:
+            raise OptionError(f"{flag(name)} {getattr(args, name)}: {problem}")
+    if "architecture" in recipe_values:
+        check_architecture(args.architecture)
+    for name, split in (("train_size", "training"), ("valid_size", "validation"), ("test_size", "test")):
+        n = getattr(args, name)
+        if n is not None and n < args.batch_size:
+            why = "must be at least 1" if n < 1 else f"fewer {split} images than one batch ({args.batch_size})"
+            raise OptionError(f"{flag(name)} {n}: {why}")
+    if args.mode is not None:
+        problem = mode_problem(args.mode)
+        if problem and args.resume:
+            raise OptionError(f"--resume {args.resume}: the run's back end, {args.mode}, cannot run here: {problem}")
+        if problem:
+            raise OptionError(f"--mode {args.mode}: {problem}")
+    if args.data_dir and Path(args.data_dir).expanduser().exists() and not Path(args.data_dir).expanduser().is_dir():
+        raise OptionError(f"--data-dir {args.data_dir}: not a folder")
+    if args.out is not None and not args.resume:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise OptionError(f"--out {out}: a file, not a folder")
+        if out.is_dir() and holds_run(out):
+            raise OptionError(f"--out {out} holds a run already; continue it with --resume {out}")
+
+
 def resolve(args: argparse.Namespace, dataset: str) -> argparse.Namespace:
-    """Apply ``--resume`` (the options come from the run's record) and choose the run folder and mode."""
-    if args.resume:
-        record_path = Path(args.resume) / "record.json"
-        try:
-            saved = json.loads(record_path.read_text())["options"]
-        except (OSError, ValueError, KeyError) as e:
-            sys.exit(f"{record_path}: cannot resume from it ({e})")
-        args = argparse.Namespace(**{**saved, "resume": args.resume, "out": args.resume,
-                                     "progress": args.progress})
-    if args.out is None:
-        args.out = str(Path("results") / "runs" / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}")
+    """The back end (the fastest installed, unless chosen) and the learning-rate schedule's length:
+    ``schedule_epochs`` is ``num_epochs`` except for a resumed run that ``--epochs`` extended."""
+    if getattr(args, "schedule_epochs", None) is None:
+        args.schedule_epochs = args.num_epochs
     if args.mode is None:
         args.mode = default_mode()
+        problem = mode_problem(args.mode)
+        if problem:
+            raise OptionError(f"no PyTensor back end can run here: {problem}")
+    args.dataset = dataset
     return args
 
+
+# --- the run folder --------------------------------------------------------------------------------
+
+def parameter_bytes(layers) -> int:
+    """The bytes of a network's parameters as params.h5 stores them (float32)."""
+    from .store import blocks
+
+    return sum(4 * v.get_value(borrow=True).size for block in blocks(layers) for v in block.values())
+
+
+def disk_needed(layers, npz: bool = False) -> int:
+    """What a run may write into its folder, from the size P of its parameters: a checkpoint holds
+    the parameters and the optimizers' two moments (about 3 P), and up to three coexist while one
+    is written beside the previous two; params.h5 (and the npz) with its temporary copy, 2 P each."""
+    p = parameter_bytes(layers)
+    return 3 * 3 * p + 2 * p * (2 if npz else 1)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e6:.2f} MB"
+
+
+def write_test(folder: Path, need_bytes: int = 0) -> None:
+    """Write and remove a small file in ``folder`` and compare its free space with ``need_bytes``:
+    an unwritable folder or a full disk is found now, not after loading and compiling."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as e:
+        reason = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        raise RunFolderError(f"{folder}: cannot write there ({reason})") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise RunFolderError(f"{folder}: {_megabytes(free)} free, the run needs about {_megabytes(need_bytes)} "
+                             "for its checkpoints and parameters")
+
+
+def _missing_folders(folder: Path) -> list:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for f in (folder, *folder.parents):
+        if f.exists():
+            break
+        missing.append(f)
+    return missing
+
+
+def _default_folder(dataset: str) -> Path:
+    """A new folder results/runs/<dataset>-<time>[-k] under the current folder, created here: ``mkdir``
+    fails when the name exists, so two runs started in the same second (even by two processes) take
+    different folders."""
+    parent = Path("results") / "runs"
+    stem = f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        folder = parent / (stem if k == 1 else f"{stem}-{k}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RunFolderError(f"{parent}: cannot find a free name {stem}-<k>")
+
+
+@contextlib.contextmanager
+def run_folder(args: argparse.Namespace, need_bytes: int = 0):
+    """The run folder, created (a new one unless resuming) and write-tested before the data is
+    loaded; sets ``args.out``. When the program stops before anything was written into a folder it
+    created, the folder is removed again, so a failed start leaves nothing behind."""
+    created = []
+    try:
+        if args.resume:
+            folder = Path(args.resume)
+        elif args.out is None:
+            created = _missing_folders(Path("results") / "runs")
+            folder = _default_folder(args.dataset)
+            created.insert(0, folder)
+        else:
+            folder = Path(args.out)
+            created = _missing_folders(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            if not created and holds_run(folder):  # another process took it since the options were checked
+                raise RunFolderError(f"--out {folder} holds a run already; continue it with --resume {folder}")
+    except RunFolderError:
+        raise
+    except OSError as e:
+        raise RunFolderError(f"{args.out or 'results/runs'}: cannot create the run folder "
+                             f"({e.strerror or e})") from None
+    args.out = str(folder)
+    # What a resumed run writes replaces files already there.
+    have = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".h5", ".npz") and p.is_file())
+    try:
+        write_test(folder, max(0, need_bytes - have))
+        yield folder
+    except BaseException:
+        for f in created:
+            try:
+                f.rmdir()   # only when empty: a run that wrote something keeps it
+            except OSError:
+                break
+        raise
+
+
+# --- data, records, the ending -----------------------------------------------------------------------
 
 def subsets(splits: Splits, args) -> Splits:
     """The first ``--train-size`` / ``--valid-size`` / ``--test-size`` examples of each split."""
@@ -120,12 +504,15 @@ def subsets(splits: Splits, args) -> Splits:
 
 
 def load(load_data, args) -> Splits:
-    """A program's ``load_data(args)``, cut to the sizes asked for; a missing or bad file ends the
-    program with its one-line message."""
-    try:
-        return subsets(load_data(args), args)
-    except DataError as e:
-        sys.exit(str(e))
+    """A program's ``load_data(args)``, cut to the sizes asked for; every split must hold one batch
+    (the loop evaluates whole batches only). A missing or bad file is a ``DataError``."""
+    splits = subsets(load_data(args), args)
+    for name, option, split in (("training", "train_size", splits.train), ("validation", "valid_size", splits.valid),
+                                ("test", "test_size", splits.test)):
+        if len(split) < args.batch_size:
+            raise DataError(f"the {args.dataset} {name} split has {len(split)} images, fewer than one batch "
+                            f"of {args.batch_size} (a data folder with fewer images than the official files?)")
+    return splits
 
 
 def hyperparameters(args, recipe_values: dict, splits: Splits, **derived) -> dict:
@@ -137,7 +524,7 @@ def hyperparameters(args, recipe_values: dict, splits: Splits, **derived) -> dic
 
 
 def make_run(args, dataset, hyperparameters, *, save_npz=False) -> Run:
-    options = {k: v for k, v in vars(args).items() if k != "resume"}
+    options = {k: v for k, v in vars(args).items() if k not in ("resume", "debug", "dataset")}
     env = environment(args.mode)
     env["command"] = " ".join(["python -m", dataset, *sys.argv[1:]])
     return Run(Path(args.out), dataset, hyperparameters, env, options, save_npz)
@@ -147,10 +534,72 @@ def progress_flag(args):
     return {"auto": None, "bar": True, "lines": False}[args.progress]
 
 
+def _line(e: BaseException) -> str:
+    """An exception's message: one line (and any indented detail lines it has); an OSError names its file."""
+    if isinstance(e, OSError) and not isinstance(e, RunFolderError) and e.filename is not None:
+        text = f"{e.filename}: {e.strerror or e}"
+    else:
+        text = str(e) or type(e).__name__
+    if isinstance(e, MemoryError):
+        text = f"out of memory{': ' + text if str(e) else ''}"
+    # Details a message puts on lines of their own stay there, indented under the first.
+    return "\n  ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a scheduler or ``kill`` sends) outside the training loop, which has its own
+    handlers: ends the program as Ctrl-C does, with the signal's exit code."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
 @contextlib.contextmanager
-def one_line_errors():
-    """End the program with one line, not a traceback, when training stops for a known reason."""
+def one_line_errors(args=None, known=tuple(ONE_LINE), interrupted=None, code=None, sigterm=False):
+    """End the program with one line on stderr and a non-zero exit, not a traceback, when it stops
+    for a known reason (``known``; exit code ``code``, else the exception's ``exit_code``, else its
+    entry in ``ONE_LINE``); on Ctrl-C, and with ``sigterm`` on SIGTERM too (128 + the signal, with
+    the line ``interrupted``: a training program's says whether anything was trained); and,
+    quietly, when the reader of its output went away (``| head``: 141). ``args.debug`` re-raises
+    instead."""
+    debug = bool(getattr(args, "debug", False))
+    previous = None
+    if sigterm and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
-    except TrainingDiverged as e:
-        sys.exit(str(e))
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):   # nothing more can reach the pipe: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(EXIT_PIPE) from None
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        signum = getattr(e, "signum", signal.SIGINT)
+        line = interrupted or _interrupted(args)
+        if signum != signal.SIGINT:
+            line = line.replace("interrupted", f"stopped by {signal.Signals(signum).name}", 1)
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum) from None
+    except known as e:
+        if debug:
+            raise
+        exit_code = code or getattr(e, "exit_code", None) or next(
+            (c for t, c in ONE_LINE.items() if isinstance(e, t)), EXIT_FAILED)
+        print(f"error: {_line(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(exit_code) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(args) -> str:
+    out = getattr(args, "out", None)
+    if out and (Path(out) / "record.json").exists():
+        return f"interrupted; continue with: python -m {args.dataset} --resume {out}"
+    return "interrupted before training started; nothing was trained"

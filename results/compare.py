@@ -19,6 +19,10 @@ Tolerances (stated, and printed with ``--json``):
   without warm-up, and its own reports for one kernel pair already span 22-23x and 3.3-3.4x
   (PAPER.md §3.7). A ratio measured on a CPU, or a product that is not 8192^3, is not comparable.
 
+A benchmark record of a ``--quick`` run (``"quick": true``) or of one without trained weights
+(``"weights": "random"``) is set apart: its rows come last, with the status ``quick run`` or
+``random weights`` instead of a comparison, so that it never stands in for a real measurement.
+
 A run is a ``short run`` (not comparable yet) when it ran fewer epochs than the paper, on a subset
 of the data, or has not finished; ``not comparable`` when it departs from the Theano recipe
 (the values at the top of the dataset's program, read through ``results.recipes``: stochastic
@@ -37,7 +41,10 @@ from .tables import text_table
 
 SPEED_TOLERANCE = 0.20
 PAPER_GEMM_SIZE = (8192, 8192, 8192)
-STATUSES = ("match", "better", "worse", "short run", "not comparable", "diverged", "no result", "no record")
+STATUSES = ("match", "better", "worse", "short run", "not comparable", "diverged", "no result", "no record",
+            "quick run", "random weights")
+#: Benchmark records that are not measurements to compare: the status their rows get instead.
+SET_APART = {"quick run": "a --quick run", "random weights": "no trained weights (random)"}
 
 
 @dataclass
@@ -132,6 +139,7 @@ def bench_rows(path: Path, rec: dict, speed: dict) -> list[Row]:
                 "unknown machine")
     size = tuple((rec.get("gemm") or {}).get("size") or ())
     mlp_err = (rec.get("mlp") or {}).get("test_err") or {}
+    apart = set_apart(rec)
     rows = []
     for key, claim in speed.items():
         ours = ratios.get(key)
@@ -145,7 +153,10 @@ def bench_rows(path: Path, rec: dict, speed: dict) -> list[Row]:
         else:
             notes.append(f"size {'x'.join(map(str, size)) or '?'} (paper 8192^3)")
             comparable = comparable and size == PAPER_GEMM_SIZE
-        if ours is None:
+        if apart:
+            status = apart
+            notes.insert(1, f"set apart: {SET_APART[apart]}")
+        elif ours is None:
             status = "no result"
         elif not comparable:
             status = "not comparable"
@@ -161,9 +172,19 @@ def bench_rows(path: Path, rec: dict, speed: dict) -> list[Row]:
     return rows
 
 
+def set_apart(rec: dict) -> str | None:
+    """``quick run`` or ``random weights`` for a benchmark record that is not a measurement to compare."""
+    if rec.get("quick"):
+        return "quick run"
+    if rec.get("weights") == "random":
+        return "random weights"
+    return None
+
+
 def diff(paths: list[Path] | None = None, paper_folder: Path | None = None) -> list[Row]:
-    """Every record under ``paths`` (default results/runs and results/bench) against the paper,
-    plus a ``no record`` row for each dataset without a run."""
+    """Every record under ``paths`` (default results/runs and results/bench under the current
+    folder) against the paper, plus a ``no record`` row for each dataset without a run; benchmark
+    records set apart (``set_apart``) last."""
     table1 = load_table1(paper_folder)
     speed = headline_speed(paper_folder)
     runs, benches = [], []
@@ -179,6 +200,7 @@ def diff(paths: list[Path] | None = None, paper_folder: Path | None = None) -> l
                         error_tolerance(target.value, recipes.test_evaluated(ds)),
                         "no record", "no run record found", "", target.certainty))
     runs.sort(key=lambda r: (order[r.subject], r.record))
+    benches.sort(key=lambda r: r.status in SET_APART)   # stable: each record's rows stay together
     return runs + benches
 
 
@@ -192,6 +214,9 @@ def render(rows: list[Row], markdown: bool = False) -> str:
              _fmt(r.tolerance), r.status, r.conditions] for r in rows]
     note = ("Paper: BNN (Theano) column of Table 1 and the GTX 750 speed-ups. Tolerance: 2 binomial standard "
             "errors of the paper's test error; +-20 % for speed-ups (see results/compare.py).")
+    if any(r.status in SET_APART for r in rows):
+        note += (" Benchmark records of a --quick run or without trained weights are listed last and not "
+                 "compared (quick run, random weights).")
     return text_table(headers, body, markdown) + "\n\n" + note
 
 

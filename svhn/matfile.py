@@ -22,13 +22,17 @@ CHUNK_IMAGES = 8192  # 24 MiB of pixels per read
 
 
 def read_labels(path: Path) -> np.ndarray:
-    """The ``y`` of an official .mat file as int64 (N,), checked to be (N, 1) with values 1..10."""
+    """The ``y`` of an official .mat file as int64 (N,), checked to be (N, 1) with values 1..10.
+    A file cut short is told as such first: scipy would only say that it found no ``y``."""
+    cut = truncation(path)
+    if cut:
+        raise DataError(f"{path}: truncated or corrupt ({cut}); delete it to download it again")
     try:
         y = scipy.io.loadmat(path, variable_names=["y"]).get("y")
     except Exception as e:  # scipy raises ValueError, TypeError, OSError... for a bad file
         raise DataError(f"{path}: not a readable MATLAB v5 file ({_one_line(e)})") from None
     if y is None:
-        raise DataError(f"{path}: no variable 'y'")
+        raise DataError(f"{path}: no variable 'y' (not an SVHN cropped-digits file, or a corrupt one)")
     if y.ndim != 2 or y.shape[1] != 1:
         raise DataError(f"{path}: y has shape {y.shape}, expected (N, 1)")
     y = y.reshape(-1)
@@ -61,6 +65,33 @@ def iter_images(path: Path, n: int, chunk: int = CHUNK_IMAGES) -> Iterator[tuple
                 yield start, raw.reshape(k, 3, 32, 32).transpose(0, 1, 3, 2)
     except (EOFError, zlib.error, struct.error) as e:
         raise DataError(f"{path}: truncated or corrupt ({_one_line(e) or 'unexpected end of file'})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def truncation(path: Path) -> str | None:
+    """Where a little-endian MAT-v5 file is cut short, or None: its top-level elements (8-byte tag,
+    then the byte count the tag gives) must end within the file. Reads only the tags. Other
+    layouts (big-endian, v7.3 HDF5, not a .mat) are left to scipy's own messages."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            header = f.read(128)
+            if len(header) < 128:
+                return f"{len(header)} bytes, shorter than a MATLAB header"
+            if header[126:128] != b"IM":
+                return None
+            pos = 128
+            while pos + 8 <= size:
+                f.seek(pos)
+                mdtype, nbytes = struct.unpack("<II", f.read(8))
+                end = pos + 8 if mdtype >> 16 else pos + 8 + nbytes
+                if end > size:
+                    return f"the element at byte {pos:,} needs {end - size:,} bytes more than the file's {size:,}"
+                pos = end
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    return None
 
 
 def _check_dims(path: Path, dims, n: int) -> None:

@@ -43,11 +43,14 @@ def synthetic_images(labels: np.ndarray, file_tag: int, seed: int = 0) -> np.nda
 
 
 def write_mat(path, X: np.ndarray, y: np.ndarray) -> Path:
-    """Write ``X`` (32, 32, 3, N) uint8 and ``y`` (N, 1) uint8 as an official-format .mat file."""
+    """Write ``X`` (32, 32, 3, N) uint8 and ``y`` (N, 1) uint8 as an official-format .mat file
+    (atomically: a killed write leaves no partial file at ``path``)."""
+    from reproduction.files import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(path, {"X": X, "y": np.asarray(y, dtype=np.uint8).reshape(-1, 1)},
-                     format="5", do_compression=False)
+    with atomic_output(path) as tmp:
+        scipy.io.savemat(tmp, {"X": X, "y": np.asarray(y, dtype=np.uint8).reshape(-1, 1)},
+                         format="5", do_compression=False)
     return path
 
 
@@ -79,18 +82,31 @@ def write_svhn(out_dir, sizes: dict[str, int] | None = None, per_class: int | No
     return paths
 
 
+def _count(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: must be at least 1")
+    return n
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m svhn.synthetic", description=__doc__.split("\n\n")[0])
+    from reproduction.program import Parser, one_line_errors
+
+    parser = Parser(prog="python -m svhn.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--full-size", action="store_true", help="the official sizes (~2 GB on disk)")
-    group.add_argument("--per-class", type=int, default=50, help="images per class per file (default 50)")
+    group.add_argument("--per-class", type=_count, default=50, help="images per class per file (default 50)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--debug", action="store_true", help="show the traceback when it stops on an error")
     args = parser.parse_args(argv)
-    if args.full_size:
-        paths = write_svhn(args.out_dir, sizes=FULL_SIZES, seed=args.seed)
-    else:
-        paths = write_svhn(args.out_dir, per_class=args.per_class, seed=args.seed)
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        parser.error(f"{args.out_dir}: not a folder")
+    with one_line_errors(args, interrupted="interrupted (no partial file is left: each is written whole)"):
+        if args.full_size:
+            paths = write_svhn(args.out_dir, sizes=FULL_SIZES, seed=args.seed)
+        else:
+            paths = write_svhn(args.out_dir, per_class=args.per_class, seed=args.seed)
     for path in paths.values():
         print(path)
 

@@ -11,6 +11,7 @@ import pytest
 
 from cifar10 import data, preprocess
 from reproduction.dataset import DataError
+from tests.other_user import SKIP_REASON, data_error
 
 PER_BATCH, N_TEST = 20, 30  # 100 training images: train_size=90 leaves 10 for validation
 
@@ -110,7 +111,8 @@ def bad_file_error(folder, fragment):
     with pytest.raises(DataError) as e:
         load(folder)
     message = str(e.value)
-    assert fragment in message and "\n" not in message
+    first, *details = message.split("\n")    # the file and the problem first; details indented below
+    assert fragment in first and all(line.startswith("  ") for line in details), message
     return message
 
 
@@ -226,3 +228,33 @@ def test_load_with_gcn_zca_fits_on_the_training_split_only(tmp_path, monkeypatch
         assert np.allclose(w.X.reshape(len(w.X), -1), expected, atol=1e-4)
         assert np.array_equal(w.y, r.y)
     assert np.allclose(white.train.X.mean(axis=0), 0, atol=1e-4)
+
+
+# --- unreadable files and too few images (issue 10) ----------------------------------------------------
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=str(SKIP_REASON))
+def test_unreadable_files_say_cannot_read(tmp_path):
+    tarball = write_tarball(tmp_path / "tar", make_batches())
+    tarball.chmod(0o000)
+    call = "from cifar10.data import load_cifar10\nload_cifar10({!r}, download=False, train_size=90)"
+    assert data_error(call.format(str(tmp_path / "tar"))) == f"{tarball}: cannot read (Permission denied)"
+    folder = tmp_path / "folder" / data.FOLDER
+    folder.mkdir(parents=True)
+    for name, (X, labels) in make_batches().items():
+        (folder / name).write_bytes(batch_pickle(X, labels))
+    (folder / "data_batch_3").chmod(0o000)
+    unreadable = folder / "data_batch_3"
+    assert data_error(call.format(str(tmp_path / "folder"))) == f"{unreadable}: cannot read (Permission denied)"
+    folder.chmod(0o000)
+    try:
+        assert data_error(call.format(str(tmp_path / "folder"))) == f"{folder}: cannot read (Permission denied)"
+    finally:
+        folder.chmod(0o755)
+
+
+def test_fewer_training_images_than_the_split_takes_is_refused(tmp_path):
+    write_tarball(tmp_path, make_batches())      # 100 training images
+    with pytest.raises(DataError) as e:
+        data.load_cifar10(tmp_path, download=False, train_size=100, progress=False)
+    assert str(e.value) == (f"{tmp_path / data.TARBALL}: 100 training images; the original split takes the first 100 "
+                            "for training and the rest (5,000 in the official files) for validation")

@@ -136,3 +136,92 @@ def test_bad_records_name_the_file(tmp_path, capsys):
         compare.diff([path])
     assert main(["diff", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: not found" in capsys.readouterr().err
+
+
+# --- what diff reads, and what it skips (issue 10) ----------------------------------------------------
+
+def test_quick_and_random_weight_benchmarks_are_set_apart(tmp_path):
+    make_bench(tmp_path, "real", xnor_vs_baseline=22.0, xnor_vs_blas=3.3, mlp_xnor_vs_baseline=7.1)
+    quick = make_bench(tmp_path, "a-quick", xnor_vs_baseline=23.0, xnor_vs_blas=3.4, mlp_xnor_vs_baseline=7.0)
+    rec = json.loads(quick.read_text())
+    quick.write_text(json.dumps({**rec, "quick": True, "gemm": {"size": [256, 256, 256]}}))
+    random = make_bench(tmp_path, "b-random", xnor_vs_baseline=23.0, xnor_vs_blas=3.4, mlp_xnor_vs_baseline=7.0)
+    random.write_text(json.dumps({**json.loads(random.read_text()), "weights": "random"}))
+    rows = [r for r in compare.diff([tmp_path / "bench"]) if r.kind == "bench"]
+    assert [r.record.split("/")[-1] for r in rows] == ["real.json"] * 3 + ["a-quick.json"] * 3 + ["b-random.json"] * 3
+    assert [r.status for r in rows] == ["match"] * 3 + ["quick run"] * 3 + ["random weights"] * 3
+    assert all("set apart" in r.conditions for r in rows[3:])
+    text = compare.render(compare.diff([tmp_path / "bench"]))
+    assert "listed last and not compared" in text
+
+
+def test_a_corrupt_record_is_skipped_with_a_warning_and_other_json_silently(tmp_path, capsys):
+    good = make_run(tmp_path, "good", "mnist", 1.0)
+    (tmp_path / "runs" / "cut").mkdir()
+    (tmp_path / "runs" / "cut" / "record.json").write_text('{"format": 1, "dataset": "mnist", "epo')
+    (tmp_path / "runs" / "odd").mkdir()
+    (tmp_path / "runs" / "odd" / "record.json").write_text('{"format": 1}')
+    bad_bench = make_bench(tmp_path, "bad", xnor_vs_baseline="fast")
+    future = make_bench(tmp_path, "future", xnor_vs_baseline=2.0)
+    future.write_text(json.dumps({**json.loads(future.read_text()), "format": 2}))
+    (tmp_path / "bench" / "steps.json").write_text('{"format": 1, "rows": []}')      # plainly not a record
+    (tmp_path / "bench" / "list.json").write_text("[1, 2]")
+    rows = compare.diff([tmp_path])
+    assert {r.record for r in rows if r.record} == {str(good)}
+    err = capsys.readouterr().err.splitlines()
+    assert sorted(err) == sorted([
+        f"warning: skipped {tmp_path}/bench/bad.json: ratios is not an object of numbers",
+        f"warning: skipped {tmp_path}/bench/future.json: unknown record format 2 (expected 1)",
+        f"warning: skipped {tmp_path}/runs/cut/record.json: not valid JSON (Unterminated string starting at: line 1 "
+        "column 35)",
+        f"warning: skipped {tmp_path}/runs/odd/record.json: not a run record (dataset, epochs) nor a benchmark "
+        "record (ratios)"])
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda r: r.update(epochs={"1": 2}), "epochs is not a list of rows"),
+    (lambda r: r["epochs"][0].update(epoch="one"), "epochs is not a list of rows"),
+    (lambda r: r["epochs"][0].update(val_err="high"), "an epoch's val_err is not a number"),
+    (lambda r: r.update(test_err=[1]), "test_err is not a number"),
+    (lambda r: r.update(hyperparameters=[]), "hyperparameters is not an object"),
+])
+def test_a_malformed_run_record_is_named_not_a_traceback(tmp_path, capsys, change, problem):
+    path = make_run(tmp_path, "x", "mnist", 1.0, epochs=2)
+    rec = json.loads(path.read_text())
+    change(rec)
+    path.write_text(json.dumps(rec))
+    assert main(["diff", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: {problem}") and err.count("\n") == 1
+
+
+def test_binary_garbage_is_not_valid_json(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["diff", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {path}: not valid JSON (")
+
+
+def test_the_default_folders_are_the_current_folders_results(tmp_path, monkeypatch, capsys):
+    make_run(tmp_path / "results", "here", "svhn", 2.9, epochs=3)
+    monkeypatch.chdir(tmp_path)
+    rows = compare.diff()
+    assert [r.record for r in rows if r.record] == ["results/runs/here/record.json"]
+    with pytest.raises(SystemExit):
+        main(["diff", "--help"])
+    assert "results/runs and results/bench under the current folder" in " ".join(capsys.readouterr().out.split())
+
+
+def test_paper_must_be_a_folder_and_debug_shows_the_traceback(tmp_path, capsys):
+    (tmp_path / "f.json").write_text("{}")
+    for argv in (["--paper", str(tmp_path / "f.json"), "diff"], ["diff", "--paper", str(tmp_path / "nothing")]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "--paper" in err and "folder" in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["diff", "--paper", str(empty)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {empty}/table1_test_error.json: not found")
+    with pytest.raises(RecordError):
+        main(["diff", "--debug", str(tmp_path / "missing.json")])

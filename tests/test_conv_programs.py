@@ -58,3 +58,50 @@ def test_a_short_svhn_run_completes_and_writes_its_record(tmp_path, capsys):
     assert architecture == "64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-1024FC-1024FC-10FC"
     record = _check_record(out, "svhn", 100)
     assert record["hyperparameters"]["LR_fin"] == 1e-6 and record["hyperparameters"]["batch_size"] == 50
+
+
+# --- bad input ends in one line before the slow part (issue 10) -------------------------------------
+
+def _fail(capsys, main, argv, code):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    captured = capsys.readouterr()
+    err = [l for l in captured.err.splitlines() if l.startswith("error")]
+    assert e.value.code == code and len(err) == 1 and "Traceback" not in captured.err, captured.err
+    assert "Compiling" not in captured.out    # found before anything was compiled
+    return err[0]
+
+
+def test_cifar10_with_fewer_than_45000_training_images_is_refused_before_compiling(tmp_path, capsys):
+    from cifar10.__main__ import main
+
+    _write_cifar10_folder(tmp_path / "data", per_batch=8000)   # 40,000: nothing left for validation
+    line = _fail(capsys, main, ["--data-dir", str(tmp_path / "data"), "--no-download", "--out", str(tmp_path / "run"),
+                                "--architecture", "8C3-MP2-10FC"], 1)
+    assert "40,000 training images" in line and "45,000" in line and "validation" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_malformed_architecture_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import cifar10.__main__ as program
+
+    monkeypatch.setattr(program, "load_data", lambda c: (_ for _ in ()).throw(AssertionError("loaded")))
+    for spec, words in [("16C3-XX-10FC", "unknown layer 'XX'"), ("MP2-16C3-10FC", "MP2 must follow a convolution"),
+                        ("16C3-MP2-MP2-10FC", "MP2 must follow a convolution"), ("0C3-10FC", "0C3 has no units"),
+                        ("16C3-32FC", "must end with 10FC"), ("16FC-16C3-10FC", "a convolution after a dense"),
+                        ("-".join(["8C3-MP2"] * 6) + "-10FC", "6 poolings"), ("", "unknown layer ''"),
+                        ("16c3-10FC", "unknown layer '16c3'")]:
+        line = _fail(capsys, program.main, ["--out", str(tmp_path / "run"), "--architecture", spec], 2)
+        assert line.startswith(f"error: --architecture {spec}") and words in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_split_smaller_than_a_batch_is_refused_before_compiling(tmp_path, capsys):
+    from svhn.__main__ import main
+
+    write_svhn(tmp_path / "data", per_class=400)
+    line = _fail(capsys, main, ["--data-dir", str(tmp_path / "data"), "--no-download", "--out", str(tmp_path / "run"),
+                                "--batch_size", "5000", "--architecture", "8C3-MP2-10FC"], 1)
+    assert "the svhn training split has 2000 images, fewer than one batch of 5000" in line

@@ -88,3 +88,13 @@ def test_errors_and_cli(tmp_path, capsys):
     assert main(["filters", str(path)]) == 0
     out = capsys.readouterr().out
     assert "block1" in out and "75.0" in out and "42" in out
+
+
+@pytest.mark.parametrize("content", [None, b"not hdf5 at all", b""])
+def test_a_missing_or_bad_params_file_is_one_line(tmp_path, capsys, content):
+    path = tmp_path / "params.h5"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["filters", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1 and "Traceback" not in err, err

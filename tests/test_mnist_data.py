@@ -12,6 +12,7 @@ import pytest
 import mnist.data as md
 from mnist.data import MNIST_FILES, RAW_MD5, DataError, load_mnist, read_idx
 from tests.conftest import MNIST_DIR
+from tests.other_user import SKIP_REASON, data_error
 from tests.test_download import serve
 
 HTML = b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body></body></html>"
@@ -31,8 +32,10 @@ def write(path, data: bytes, gz: bool = False):
 
 
 def assert_one_line_error(err, path, *words):
+    """The first line names the file and the problem; details, if any, follow on indented lines."""
     message = str(err.value)
-    assert "\n" not in message and str(path) in message, message
+    first, *details = message.split("\n")
+    assert str(path) in first and all(line.startswith("  ") for line in details), message
     for word in words:
         assert word in message, message
 
@@ -61,7 +64,7 @@ def test_read_idx_other_types_are_big_endian(tmp_path):
     ("magic", ["magic"]),
     ("short header", ["header"]),
     ("html", ["HTML"]),
-    ("huge header", ["truncated"]),
+    ("huge header", ["corrupt header"]),
     ("bad gzip", ["gzip"]),
     ("cut gzip", ["gzip"]),
 ])
@@ -222,3 +225,36 @@ def test_real_splits(real):
     images = read_idx(MNIST_DIR / "train-images-idx3-ubyte.gz")
     assert np.array_equal(real.train.X[:, 0], images[:50000]) and np.array_equal(real.valid.X[:, 0], images[50000:])
     assert np.array_equal(real.test.X[:, 0], read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz"))
+
+
+# --- wrong magic numbers and unreadable files (issue 10) ----------------------------------------------
+
+@pytest.mark.parametrize("magic", [bytes([0, 0, 8, 8]), bytes([0, 0, 8, 1]), bytes([0x1f, 0x8c, 8, 3])])
+def test_a_wrong_magic_number_is_said_as_such(tmp_path, magic):
+    # A corrupt 4th byte used to be read as 8 dimensions: "needs 7.6e20 data bytes".
+    good = idx_bytes(np.zeros((60000, 28, 28), np.uint8))
+    path = write(tmp_path / "train-images-idx3-ubyte", magic + good[4:])
+    with pytest.raises(DataError) as err:
+        load_mnist(tmp_path, download=False)
+    value = int.from_bytes(magic, "big")
+    assert_one_line_error(err, path, f"not an MNIST images file: IDX magic {value}", "expected 2051")
+    assert "bytes" not in str(err.value)
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=str(SKIP_REASON))
+def test_an_unreadable_file_says_cannot_read(tmp_path):
+    path = write(tmp_path / "train-images-idx3-ubyte.gz", b"\0" * 10)
+    path.chmod(0o000)
+    message = data_error(f"from mnist.data import load_mnist\nload_mnist({str(tmp_path)!r}, download=False)")
+    assert message == f"{path}: cannot read (Permission denied)"
+
+
+def test_leftover_temporary_files_of_a_killed_download_are_removed(tmp_path, capsys):
+    leftover = tmp_path / ".train-images-idx3-ubyte.gz.k3j_x9ab.tmp"
+    leftover.write_bytes(b"\0" * 1000)
+    keep = tmp_path / ".hidden.tmp"          # not one of ours: another name pattern
+    keep.write_text("x")
+    with pytest.raises(DataError):
+        load_mnist(tmp_path, download=False)
+    assert not leftover.exists() and keep.exists()
+    assert "Removed 1 temporary file(s)" in capsys.readouterr().err

@@ -53,3 +53,13 @@ def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch, capsys):
         plot.plot_all([tmp_path], tmp_path / "fig")
     assert main(["plot", str(tmp_path)]) == 2
     assert 'pip install ".[plot]"' in capsys.readouterr().err
+
+
+def test_out_on_a_file_and_a_corrupt_record_are_one_line_each(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'file'}: plot --out: not a folder\n"
+    run = make_run(tmp_path, "c", "cifar10", 12.0, epochs=2)
+    run.write_text(run.read_text()[:50])
+    assert main(["plot", str(run), "--out", str(tmp_path / "fig")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {run}: not valid JSON (")

@@ -118,3 +118,38 @@ def test_cli(tmp_path, capsys):
     assert main(["summary", "--params", str(tmp_path / "m.h5"), "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "| fc1 | 784->8 | 6,272 |" in out
+
+
+# --- a params.h5 of a custom architecture (issue 10) -----------------------------------------------------
+
+SMALL = "8C3-MP2-16C3-MP2-32FC-10FC"
+SMALL_SHAPES = [(8, 3, 3, 3), (16, 8, 3, 3), (16 * 8 * 8, 32), (32, 10)]
+
+
+def test_a_custom_conv_model_takes_its_architecture_from_the_run_record(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_params(run / "params.h5", SMALL_SHAPES, "cifar10")
+    # Without the architecture, the paper's map sides do not fit the file: say what is missing.
+    assert main(["summary", "--params", str(run / "params.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the file does not say its architecture: pass --architecture SPEC" in err
+    (run / "record.json").write_text(json.dumps({"hyperparameters": {"architecture": SMALL}}))
+    assert main(["summary", "--params", str(run / "params.h5")]) == 0
+    out = capsys.readouterr().out
+    assert SMALL in out and "8->16 3x3 @16" in out
+    # conv2 runs on 16x16 maps after the first pooling: 16*16 * 8*16*9 MACs.
+    assert f"{16 * 16 * 8 * 16 * 9:,}" in out
+
+
+def test_architecture_option_and_a_mismatch(tmp_path, capsys):
+    _write_params(tmp_path / "p.h5", SMALL_SHAPES, "svhn")
+    assert main(["summary", "--params", str(tmp_path / "p.h5"), "--architecture", SMALL]) == 0
+    assert f"{16 * 16 * 8 * 16 * 9:,}" in capsys.readouterr().out
+    assert main(["summary", "--params", str(tmp_path / "p.h5"), "--architecture", "8C3-MP2-16C3-32FC-10FC"]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'p.h5'}: not the architecture 8C3-MP2-16C3-32FC-10FC: "
+                                       "block2/W is (1024, 32), 8C3-MP2-16C3-32FC-10FC wants (4096, 32)\n")
+    assert main(["summary", "--architecture", SMALL]) == 2
+    assert "--architecture goes with --params" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import scipy.io
 
 from reproduction.dataset import DataError
 from svhn import data
+from tests.other_user import SKIP_REASON, data_error, run_python
 from svhn.synthetic import FILE_TAGS, balanced_labels, main as synthetic_main, synthetic_images, write_mat, write_svhn
 
 PER_CLASS = {"train": 30, "test": 10, "extra": 20}  # 300 / 100 / 200 images
@@ -186,7 +187,8 @@ def bad_file_error(folder, name, **kw):
     with pytest.raises(DataError) as e:
         load(folder, **kw)
     message = str(e.value)
-    assert f"{name}_32x32.mat" in message and "\n" not in message
+    first, *details = message.split("\n")    # the file and the problem first; details indented below
+    assert f"{name}_32x32.mat" in first and all(line.startswith("  ") for line in details), message
     assert not (folder / data.CACHE_NAME).exists()  # nothing half-built is left behind
     assert not [p for p in folder.iterdir() if p.name.endswith(".part")]
     return message
@@ -247,3 +249,100 @@ def test_synthetic_cli_writes_official_format(tmp_path):
         assert np.array_equal(np.bincount(m["y"].ravel(), minlength=11)[1:], [3] * 10)
     paths = write_svhn(tmp_path / "sized", sizes={"train": 5, "test": 6, "extra": 7})
     assert scipy.io.loadmat(paths["extra"])["X"].shape == (32, 32, 3, 7)
+
+
+# --- the cache's checksums, leftovers and unreadable files (issue 10) ----------------------------------
+
+def _flip_a_pixel(cache, split="train"):
+    import h5py
+
+    with h5py.File(cache, "r+") as f:
+        f[split]["X"][3, 1, 2, 2] ^= 0x10
+
+
+def test_the_cache_records_the_checksum_of_each_split(small):
+    import h5py
+
+    s = load(small)
+    with h5py.File(small / data.CACHE_NAME, "r") as f:
+        assert f.attrs["format"] == 2
+        for name, split in zip(data.SPLITS, (s.train, s.valid, s.test)):
+            assert f.attrs[f"sha256_{name}"] == data.split_digest(split.X, split.y.astype(np.uint8))
+
+
+def test_a_corrupt_cache_is_rebuilt_with_a_line_saying_why(small, capsys, monkeypatch):
+    first = load(small)
+    _flip_a_pixel(small / data.CACHE_NAME, "valid")
+    builds = []
+    build = data.build_cache
+    monkeypatch.setattr(data, "build_cache", lambda *a, **k: builds.append(1) or build(*a, **k))
+    again = load(small)
+    err = capsys.readouterr().err
+    assert builds == [1] and np.array_equal(again.valid.X, first.valid.X)
+    assert f"{small / data.CACHE_NAME}: the valid split's pixels or labels do not match their SHA-256 (corrupt); " \
+           "rebuilding it from the .mat files" in err
+    load(small)
+    assert builds == [1]                     # the rebuilt cache passes its check
+
+
+def test_a_corrupt_cache_without_its_sources_is_an_error(small):
+    load(small)
+    _flip_a_pixel(small / data.CACHE_NAME)
+    for name in data.SOURCES:
+        os.remove(small / f"{name}_32x32.mat")
+    with pytest.raises(DataError) as e:
+        load(small)
+    first = str(e.value).splitlines()[0]
+    assert first.startswith(f"{small / data.CACHE_NAME}: the train split's pixels or labels do not match")
+    assert "train_32x32.mat is missing" in first
+
+
+def test_an_older_cache_and_a_source_that_changed_are_rebuilt_saying_why(small, capsys):
+    import h5py
+
+    load(small)
+    with h5py.File(small / data.CACHE_NAME, "r+") as f:
+        f.attrs["format"] = 1
+    load(small)
+    assert "an older cache format (1), without checksums; rebuilding it" in capsys.readouterr().err
+    os.utime(small / "extra_32x32.mat", ns=(10**18, 10**18))
+    load(small)
+    assert "extra_32x32.mat changed since the cache was built; rebuilding it" in capsys.readouterr().err
+    (small / data.CACHE_NAME).write_bytes(b"\0" * 100)
+    load(small)
+    assert "not a readable HDF5 file" in capsys.readouterr().err
+
+
+def test_leftovers_of_killed_builds_and_downloads_are_removed_unless_someone_writes(small, capsys):
+    from reproduction.download import writing_in
+
+    leftovers = [small / ".svhn_splits_uint8.h5.ab12cd34.tmp", small / ".extra_32x32.mat.zz_99xyz.tmp"]
+    for p in leftovers:
+        p.write_bytes(b"\0" * 2000)
+    with writing_in(small):                  # a download or build in progress (here, this process)...
+        other = run_python(f"from svhn import data; data.load_svhn({str(small)!r}, download=False, "
+                           "valid_per_class=(4, 2))", drop=False)
+        assert other.returncode == 0, other.stderr
+    assert all(p.exists() for p in leftovers)   # ...so another process leaves them alone
+    load(small)
+    assert not any(p.exists() for p in leftovers)
+    assert "Removed 2 temporary file(s) (0.0 MB)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=str(SKIP_REASON))
+def test_an_unreadable_mat_file_says_cannot_read(small):
+    (small / "test_32x32.mat").chmod(0o000)
+    message = data_error(f"from svhn import data\n"
+                         f"data.load_svhn({str(small)!r}, download=False, valid_per_class=(4, 2))")
+    assert message == f"{small / 'test_32x32.mat'}: cannot read (Permission denied)"
+
+
+def test_synthetic_cli_bad_input_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    for argv, words in [([str(tmp_path), "--per-class", "0"], "--per-class: 0: must be at least 1"),
+                        ([str(tmp_path / "f")], "not a folder")]:
+        with pytest.raises(SystemExit) as e:
+            synthetic_main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and words in err, err
+    assert not any(p.suffix == ".tmp" for p in tmp_path.iterdir())

@@ -29,3 +29,29 @@ def test_compressed_file_streams_like_scipy(tmp_path, monkeypatch):
     scipy.io.savemat(path, {"y": y.reshape(-1, 1), "X": X}, do_compression=True)
     images = np.concatenate([im for _, im in matfile.iter_images(path, 70, chunk=16)])
     assert np.array_equal(images, X.transpose(3, 2, 0, 1))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_truncated_file_says_truncated_not_that_y_is_missing(tmp_path, compress):
+    # The official files hold X before y: a download cut short loses y, and scipy only says it found none.
+    from reproduction.dataset import DataError
+
+    y = balanced_labels(3, 1)
+    path = tmp_path / "train_32x32.mat"
+    scipy.io.savemat(path, {"X": synthetic_images(y, 1, 2), "y": y.reshape(-1, 1)}, do_compression=compress)
+    assert matfile.truncation(path) is None and len(matfile.read_labels(path)) == 30
+    full = path.read_bytes()
+    for cut in (len(full) // 2, len(full) - 3, 100):
+        path.write_bytes(full[:cut])
+        with pytest.raises(DataError) as e:
+            matfile.read_labels(path)
+        assert str(e.value).startswith(f"{path}: truncated or corrupt") and "no variable" not in str(e.value)
+
+
+def test_a_file_without_y_says_so(tmp_path):
+    from reproduction.dataset import DataError
+
+    path = tmp_path / "train_32x32.mat"
+    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 2), np.uint8)})
+    with pytest.raises(DataError, match="no variable 'y' .not an SVHN cropped-digits file, or a corrupt one."):
+        matfile.read_labels(path)
