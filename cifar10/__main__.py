@@ -24,6 +24,7 @@ LR_start = 0.001
 LR_fin = 0.0000003
 architecture = "128C3-128C3-MP2-256C3-256C3-MP2-512C3-512C3-MP2-1024FC-1024FC-10FC"
 seed = 1234
+pool_ties = "first"    # the pooling gradient at tied maxima: cuDNN's rule, where the original ran (SOURCES.md §2.2)
 gcn_zca = False        # the data: pixels x*2/255 - 1, no whitening, no augmentation (cifar10/data.py)
 # Variants the paper describes but its Theano experiments do not use (Algorithms 2 and 3)
 shift_bn = False

@@ -35,8 +35,9 @@ def parse(spec: str):
 
 
 def build_convnet(spec, *, rng, activation, in_channels=3, image_size=32, alpha=0.1, epsilon=1e-4,
-                  shift_bn=False, **binary_kw):
-    """The layers of ``spec``; ``binary_kw`` (H, binary, stochastic, W_LR_scale) go to every binary layer."""
+                  shift_bn=False, pool_ties="first", **binary_kw):
+    """The layers of ``spec``; ``binary_kw`` (H, binary, stochastic, W_LR_scale) go to every binary
+    layer; ``pool_ties`` is the pooling gradient's rule at tied maxima (``MaxPool2x2``)."""
     layers, channels, size, flat = [], in_channels, image_size, None
     blocks = parse(spec)
     for k, (kind, units, pooled) in enumerate(blocks):
@@ -47,7 +48,7 @@ def build_convnet(spec, *, rng, activation, in_channels=3, image_size=32, alpha=
             layers.append(DenseLayer(n_in, units, rng=rng, name=f"dense{k}", **binary_kw))
             flat = units
         if pooled:
-            layers.append(MaxPool2x2())
+            layers.append(MaxPool2x2(pool_ties))
             size //= 2
         channels = units
         layers.append(BatchNorm(units, axes=(0, 2, 3) if kind == "conv" else (0,), alpha=alpha, epsilon=epsilon,
@@ -69,7 +70,7 @@ def main(dataset: str, doc: str, recipe: dict, load_data, argv=None):
         # before the data: nothing else draws from rng, and its size sizes the disk check
         cnn = build_convnet(c.architecture, rng=rng, activation=getattr(binarize, c.activation), alpha=c.alpha,
                             epsilon=c.epsilon, shift_bn=c.shift_bn, H=c.H, binary=c.binary, stochastic=c.stochastic,
-                            W_LR_scale=c.W_LR_scale)
+                            W_LR_scale=c.W_LR_scale, pool_ties=c.pool_ties)
         with program.run_folder(c, program.disk_needed(cnn)):
             splits = program.load(load_data, c)
 

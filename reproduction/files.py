@@ -122,12 +122,23 @@ def check_writable(folder, need_bytes: int = 0) -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _temporary_beside(folder / "write-test").unlink()
+        test = _temporary_beside(folder / "write-test")
+        try:   # a few blocks, flushed: an empty file can still be created on a full disk
+            fd = os.open(test, os.O_WRONLY)
+            try:
+                os.write(fd, b"\0" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            test.unlink()
     except OSError as e:
-        raise OutputError(f"{folder}: cannot write there ({e.strerror or e})") from None
+        reason = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        raise OutputError(f"{folder}: cannot write there ({reason})") from None
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
-        raise OutputError(f"{folder}: {megabytes(free)} free, the run needs about {megabytes(need_bytes)}")
+        raise OutputError(f"{folder}: {megabytes(free)} free, the run needs about {megabytes(need_bytes)} "
+                          "for its checkpoints and parameters")
 
 
 def megabytes(n: int) -> str:

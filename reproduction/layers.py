@@ -96,15 +96,20 @@ class Conv2DLayer(_BinaryLayer):
 
 
 class MaxPool2x2:
-    """2x2 max pooling, stride 2, trailing odd row/column dropped (``ignore_border=True``)."""
+    """2x2 max pooling, stride 2, trailing odd row/column dropped (``ignore_border=True``). At a
+    tied maximum the gradient goes to the window's first maximal element (``ties="first"``, cuDNN's
+    rule, where the original ran) or to every one (``"all"``, Theano's CPU rule): SOURCES.md §2.2."""
 
     params: list = []
     tags: dict = {}
 
+    def __init__(self, ties="first"):
+        self.ties = ties
+
     def __call__(self, x, p):
         from .conv import max_pool2x2
 
-        return max_pool2x2(x)
+        return max_pool2x2(x, ties=self.ties)
 
 
 class BatchNorm:

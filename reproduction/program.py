@@ -31,23 +31,21 @@ beside it either apply or are refused with one line naming the option:
 """
 import argparse
 import contextlib
-import errno
 import importlib.util
 import json
 import math
 import os
 import re
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
 
 from .backend import MODES, default_mode, environment
 from .dataset import DataError, Splits
-from .train import Run, TrainingDiverged
+from .files import OutputError, check_writable
+from .train import Run, TrainingError
 
 #: What each recipe name means, for --help. A name without an entry is still an option.
 MEANING = {
@@ -71,6 +69,7 @@ MEANING = {
     "shift_bn": "shift-based batch norm (Algorithm 2)",
     "optimizer": "adam, or shift_adamax (Algorithm 3)",
     "seed": "numpy seed for initialisation and shuffling",
+    "pool_ties": "max-pool gradient at tied maxima: to the first maximal element (cuDNN) or to all (Theano CPU)",
 }
 #: The short option of a recipe name, where the README's commands use one; the others are --<name>.
 SHORT = {"num_epochs": "--epochs", "num_units": "--units", "n_hidden_layers": "--hidden-layers",
@@ -78,7 +77,8 @@ SHORT = {"num_epochs": "--epochs", "num_units": "--units", "n_hidden_layers": "-
 #: The options of the run whose names have dashes.
 RUN_FLAGS = {"train_size": "--train-size", "valid_size": "--valid-size", "test_size": "--test-size",
              "data_dir": "--data-dir", "no_download": "--no-download"}
-CHOICES = {"optimizer": ("adam", "shift_adamax"), "activation": ("binary_tanh_unit",)}
+CHOICES = {"optimizer": ("adam", "shift_adamax"), "activation": ("binary_tanh_unit",),
+           "pool_ties": ("first", "all")}
 #: Options that apply to a resumed run (see the module docstring); ``num_epochs`` has its own rule.
 APPLY_ON_RESUME = ("progress", "data_dir", "no_download", "debug")
 #: Exit codes: a bad option (argparse's own code), a run that could not go on, a closed pipe (128 +
@@ -102,7 +102,7 @@ class RunFolderError(OSError):
 #: (an ``exit_code`` attribute of the exception wins). ``OSError`` covers a file that cannot be
 #: read or written wherever it is met; ``MemoryError`` a machine too small for the data.
 ONE_LINE = {OptionError: EXIT_USAGE, RunFolderError: EXIT_FAILED, DataError: EXIT_FAILED,
-            TrainingDiverged: EXIT_FAILED, OSError: EXIT_FAILED, MemoryError: EXIT_FAILED}
+            TrainingError: EXIT_FAILED, OSError: EXIT_FAILED, MemoryError: EXIT_FAILED}
 
 
 def recipe(namespace: dict) -> dict:
@@ -405,30 +405,6 @@ def disk_needed(layers, npz: bool = False) -> int:
     return 3 * 3 * p + 2 * p * (2 if npz else 1)
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e6:.2f} MB"
-
-
-def write_test(folder: Path, need_bytes: int = 0) -> None:
-    """Write and remove a small file in ``folder`` and compare its free space with ``need_bytes``:
-    an unwritable folder or a full disk is found now, not after loading and compiling."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
-        try:
-            os.write(fd, b"\0" * 4096)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(tmp)
-    except OSError as e:
-        reason = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
-        raise RunFolderError(f"{folder}: cannot write there ({reason})") from None
-    free = shutil.disk_usage(folder).free
-    if free < need_bytes:
-        raise RunFolderError(f"{folder}: {_megabytes(free)} free, the run needs about {_megabytes(need_bytes)} "
-                             "for its checkpoints and parameters")
-
-
 def _missing_folders(folder: Path) -> list:
     """``folder`` and those of its parents that do not exist yet, deepest first."""
     missing = []
@@ -484,7 +460,10 @@ def run_folder(args: argparse.Namespace, need_bytes: int = 0):
     # What a resumed run writes replaces files already there.
     have = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".h5", ".npz") and p.is_file())
     try:
-        write_test(folder, max(0, need_bytes - have))
+        try:
+            check_writable(folder, max(0, need_bytes - have))
+        except OutputError as e:
+            raise RunFolderError(str(e)) from None
         yield folder
     except BaseException:
         for f in created:

@@ -349,7 +349,9 @@ class _Loop:
             with _writing(self.run.npz_path):
                 save_npz(self.run.npz_path, self.layers)
         with _writing(self.run.params_path):
-            save_params(self.run.params_path, self.layers, dataset=self.run.dataset, epoch=self.loop["best_epoch"])
+            spec = {k: v for k, v in self.run.hyperparameters.items() if k == "architecture"}  # for summary
+            save_params(self.run.params_path, self.layers, dataset=self.run.dataset, epoch=self.loop["best_epoch"],
+                        **spec)
 
     def mark(self, status, error=None) -> str:
         """Write the last checkpointed record with ``status``; '' or the reason it could not be."""
@@ -544,6 +546,8 @@ def _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start
     state = _Loop(functions, layers, splits, run, rng, batch_size, batches, out)
     if resume:
         state.order, state.loop, state.record = _resume_state(run, functions, rng, out)
+        # the options a resume may change (more epochs) are the run's from now on
+        state.record.update(options=run.options, hyperparameters=run.hyperparameters)
         state.record.setdefault("checkpoint", {"epoch": state.loop["epoch"], "batch": state.loop["batch"],
                                                "batches": batches})
         state.saved = copy.deepcopy(state.record)

@@ -99,7 +99,7 @@ def run_row(path: Path, rec: dict, table1) -> Row:
     for size, n in full.items():
         if size in hp and hp[size] < n:
             short.append(f"{size.split('_')[0]} {hp[size]}/{sizes[size.split('_')[0]]}")
-    if rec.get("status") in ("running", "interrupted"):
+    if rec.get("status") in ("running", "interrupted", "failed"):
         short.append(rec["status"])
     variant = [f"{k}={hp[k]} (paper {v})" for k, v in paper.items()
                if k not in recipes.RUN_LENGTH and k in hp and hp[k] != v]

@@ -4,9 +4,9 @@ gradient at tied maxima changes the gradient, at the start of training and after
 
 Where a window's maximum is attained k > 1 times, cuDNN (the original's GPU runs) passes the
 window's gradient to the first maximal element, Theano's CPU ``MaxPoolGrad`` to all k
-(``reproduction.conv``, ``ties="first"`` / ``"all"``). Each network is built with the original's
-hyperparameters (H = 1, Glorot learning-rate scales, batch-norm alpha 0.1 and epsilon 1e-4, Adam
-with LR 0.001, batch 50), and trained ``--steps`` steps with the ``--train-ties`` rule on synthetic
+(``reproduction.conv``, ``ties="first"`` / ``"all"``). Each network is built with its program's
+recipe (the values at the top of cifar10/__main__.py and svhn/__main__.py: batch, learning rate,
+batch norm, Glorot scales), and trained ``--steps`` steps with the ``--train-ties`` rule on synthetic
 data: fresh uniformly random uint8 pixels every batch, scaled ``x * 2/255 - 1`` as the programs do,
 and random labels. Every ``--probe-every`` steps (and at the start and the end) one fixed probe
 batch of the same kind goes through the training graph (batch statistics, no update), and for
@@ -42,73 +42,50 @@ from reproduction.backend import MODES, default_mode, environment, load_average
 from reproduction.conv import POOL_TIES, max_pool2x2, max_pool2x2_grad_numpy, max_pool2x2_numpy
 from reproduction.files import write_json
 
-# The paper's ConvNets (SOURCES.md §2.2), as ``architecture`` in cifar10/__main__.py and
-# svhn/__main__.py; written out here rather than imported, so that this script does not depend on
-# the programs' layout.
-ARCHITECTURES = {
-    "cifar10": "128C3-128C3-MP2-256C3-256C3-MP2-512C3-512C3-MP2-1024FC-1024FC-10FC",
-    "svhn": "64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-1024FC-1024FC-10FC",
-}
-# The original's hyperparameters, the same in its cifar10.py and svhn.py (SOURCES.md §2)
-BATCH = 50
-H = 1.0
-W_LR_SCALE = "Glorot"
-ALPHA = 0.1
-EPSILON = 1e-4
-LR = 0.001
-IMAGE_SHAPE = (3, 32, 32)
+from . import recipes
+
+NETWORKS = ("cifar10", "svhn")   # the paper's ConvNets, with the recipes at the top of their programs
 CLASSES = 10
 
 
-class PoolWithTies:
-    """``layers.MaxPool2x2`` with the gradient's tie rule chosen, for this measurement."""
-
-    params: list = []
-    tags: dict = {}
-
-    def __init__(self, ties):
-        self.ties = ties
-
-    def __call__(self, x, p):
-        return max_pool2x2(x, ties=self.ties)
-
-
-def build(spec, ties, seed):
-    from reproduction.binarize import binary_tanh_unit
+def build(network, spec, ties, seed):
+    """The network of ``spec`` built with the program's recipe, pooling gradients following ``ties``."""
+    from reproduction import binarize
     from reproduction.convnet import build_convnet
-    from reproduction.layers import MaxPool2x2
 
-    layers = build_convnet(spec, rng=np.random.RandomState(seed), activation=binary_tanh_unit, alpha=ALPHA,
-                           epsilon=EPSILON, H=H, binary=True, stochastic=False, W_LR_scale=W_LR_SCALE)
-    return [PoolWithTies(ties) if isinstance(layer, MaxPool2x2) else layer for layer in layers]
+    r = recipes.recipe(network)
+    return build_convnet(spec, rng=np.random.RandomState(seed), activation=getattr(binarize, r["activation"]),
+                         alpha=r["alpha"], epsilon=r["epsilon"], H=r["H"], binary=r["binary"],
+                         stochastic=r["stochastic"], W_LR_scale=r["W_LR_scale"], pool_ties=ties)
 
 
-def batch(rng):
-    """Random uint8 pixels, scaled as the programs scale them, and +-1 one-hot random labels."""
+def batch(rng, network):
+    """A batch of random uint8 pixels, scaled as the programs scale them, and +-1 one-hot random labels."""
     from reproduction.dataset import scale_pixels
 
-    x = scale_pixels(rng.integers(0, 256, (BATCH, *IMAGE_SHAPE), dtype=np.uint8))
-    t = -np.ones((BATCH, CLASSES), np.float32)
-    t[np.arange(BATCH), rng.integers(0, CLASSES, BATCH)] = 1
+    n = recipes.recipe(network)["batch_size"]
+    x = scale_pixels(rng.integers(0, 256, (n, *recipes.INPUT_SHAPES[network]), dtype=np.uint8))
+    t = -np.ones((n, CLASSES), np.float32)
+    t[np.arange(n), rng.integers(0, CLASSES, n)] = 1
     return x, t
 
 
-def compile_probe(layers, ties, mode):
+def compile_probe(layers, ties, mode, input_shape):
     """(x, t) -> (loss, each pooling layer's input, the gradient at each pooling layer's output,
     the gradient with respect to each binary layer's binarized weights), on the training graph
     with every pooling gradient following ``ties``; nothing is updated."""
     import pytensor
     import pytensor.tensor as pt
 
-    from reproduction.layers import Pass, binary_layers
+    from reproduction.layers import MaxPool2x2, Pass, binary_layers
     from reproduction.loss import squared_hinge
 
-    x = pt.tensor("inputs", dtype="float32", shape=(None, *IMAGE_SHAPE))
+    x = pt.tensor("inputs", dtype="float32", shape=(None, *input_shape))
     t = pt.matrix("targets", dtype="float32")
     p = Pass(deterministic=False)
     pool_in, pool_out, h = [], [], x
     for layer in layers:
-        if isinstance(layer, PoolWithTies):
+        if isinstance(layer, MaxPool2x2):
             pool_in.append(h)
             h = max_pool2x2(h, ties=ties)
             pool_out.append(h)
@@ -176,18 +153,19 @@ def run_network(network, spec, args):
     from reproduction.functions import compile_functions
 
     t0 = time.perf_counter()
-    layers = build(spec, args.train_ties, args.seed)
-    f = compile_functions(layers, IMAGE_SHAPE, optimizer="adam", mode=args.mode)
-    probes = {ties: compile_probe(layers, ties, args.mode) for ties in POOL_TIES}
+    r, shape = recipes.recipe(network), recipes.INPUT_SHAPES[network]
+    layers = build(network, spec, args.train_ties, args.seed)
+    f = compile_functions(layers, shape, optimizer=r["optimizer"], mode=args.mode)
+    probes = {ties: compile_probe(layers, ties, args.mode, shape) for ties in POOL_TIES}
     compile_s = time.perf_counter() - t0
     print(f"[{network}] compiled in {compile_s:.1f} s", flush=True)
     rng = np.random.default_rng(args.seed)
-    probe_batch = batch(rng)
+    probe_batch = batch(rng, network)
     every = args.probe_every or args.steps
     measurements, losses = [measure(probes, layers, args.train_ties, probe_batch, 0)], []
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
-        losses.append(float(np.asarray(f.train(*batch(rng), np.float32(LR)))))
+        losses.append(float(np.asarray(f.train(*batch(rng, network), np.float32(r["LR_start"])))))
         if step % every == 0 or step == args.steps:
             measurements.append(measure(probes, layers, args.train_ties, probe_batch, step))
             print(f"[{network}] step {step}: probed (train loss {losses[-1]:.4f})", flush=True)
@@ -224,7 +202,7 @@ def _pct(v):
 def parse(argv=None):
     parser = argparse.ArgumentParser(prog="python -m results.pool_ties", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--networks", nargs="+", choices=tuple(ARCHITECTURES), default=list(ARCHITECTURES))
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     parser.add_argument("--steps", type=int, default=30, help="training steps (default 30)")
     parser.add_argument("--probe-every", type=int, default=15,
                         help="probe every N steps, besides the start and the end (0: only those)")
@@ -247,9 +225,9 @@ def parse(argv=None):
 def main(argv=None):
     args = parse(argv)
     record = {"format": 1, "device": "cpu", "machine": environment(args.mode),
-              "conditions": {"batch": BATCH, "steps": args.steps, "probe_every": args.probe_every,
-                             "train_ties": args.train_ties, "seed": args.seed, "optimizer": "adam", "LR": LR,
-                             "H": H, "W_LR_scale": W_LR_SCALE, "alpha": ALPHA, "epsilon": EPSILON,
+              "conditions": {"steps": args.steps, "probe_every": args.probe_every,
+                             "train_ties": args.train_ties, "seed": args.seed,
+                             "recipes": {n: recipes.recipe(n) for n in args.networks},
                              "data": "synthetic: uniform random uint8 pixels (3x32x32), fresh each step, "
                                      "scaled x*2/255-1; uniform random labels; one fixed probe batch "
                                      "of the same kind",
@@ -259,7 +237,7 @@ def main(argv=None):
                              "load_average_before": load_average()},
               "results": {}}
     for network in args.networks:
-        record["results"][network] = run_network(network, args.architecture or ARCHITECTURES[network], args)
+        record["results"][network] = run_network(network, args.architecture or recipes.architecture(network), args)
     record["conditions"]["load_average_after"] = load_average()
     write_json(args.out, record)
     print(table(record))

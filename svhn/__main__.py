@@ -25,6 +25,7 @@ LR_start = 0.001
 LR_fin = 0.000001
 architecture = "64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-1024FC-1024FC-10FC"
 seed = 1234
+pool_ties = "first"    # the pooling gradient at tied maxima: cuDNN's rule, where the original ran (SOURCES.md §2.2)
 # Variants the paper describes but its Theano experiments do not use (Algorithms 2 and 3)
 shift_bn = False
 optimizer = "adam"

@@ -55,5 +55,5 @@ def test_check_writable_names_the_folder_and_the_problem(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match=r"file/run: cannot write there \("):
         check_writable(tmp_path / "file" / "run")
-    with pytest.raises(OutputError, match=r"MB free, the run needs about 1,000,000,000 MB$"):
+    with pytest.raises(OutputError, match=r"MB free, the run needs about 1,000,000,000 MB for its checkpoints and parameters$"):
         check_writable(tmp_path, need_bytes=10 ** 15)
