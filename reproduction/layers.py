@@ -164,6 +164,7 @@ class BatchNorm:
     float32(1e-4) = 9.99999975e-05, sums accumulated in float32 (:func:`mean`). ``T.inv``, Theano's
     ``1.0 / x`` in double then rounded (theano/scalar/basic.py:2460 in 0.8.0), equals the float32
     quotient: one double operation on float32 operands rounds as float32 would (53 >= 2*24 + 2).
+    The graph optimizer (Theano's, as PyTensor's) compiles ``alpha * (1 / s)`` as ``alpha / s``.
 
     ``axes`` is (0,) for dense outputs and (0, 2, 3) for convolution outputs (Lasagne's 'auto').
     With ``shift_based=True`` it is the paper's Algorithm 2 instead: the variance is

@@ -65,12 +65,12 @@ class Val:
     __array_ufunc__ = None  # numpy scalars and arrays defer to the reflected operators below
 
     def __init__(self, v, e=None):
-        self.v = np.asarray(v, dtype=F32)
+        self.v = _floating(v)
         self.e = e
 
     @staticmethod
     def exact(v, bounds):
-        v = np.asarray(v, dtype=F32)
+        v = _floating(v)
         return Val(v, np.zeros(v.shape) if bounds else None)
 
     @property
@@ -140,6 +140,12 @@ class Val:
         return self.reshape(shape)
 
 
+def _floating(v):
+    """``v`` as an array: float32 unless it is float64 already (the float64 shadow of a step)."""
+    v = np.asarray(v)
+    return v if v.dtype == np.float64 else v.astype(F32)
+
+
 def _val(x, like):
     if isinstance(x, Val):
         return x
@@ -159,7 +165,7 @@ def sqrt(x):
 
 def total(x, axis):
     """A float32 sum over ``axis`` (a tuple), in numpy's order; bounded for any order."""
-    v = x.v.sum(axis=axis, dtype=F32)
+    v = x.v.sum(axis=axis, dtype=x.v.dtype)
     if x.e is None:
         return Val(v)
     n = int(np.prod([x.v.shape[a] for a in axis]))
@@ -235,10 +241,10 @@ def conv3x3(x, w):
     n, c, H, W = x.v.shape
     wf = w.v[:, :, ::-1, ::-1]
     xp = np.pad(x.v, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    v = np.zeros((n, w.v.shape[0], H, W), F32)
+    v = np.zeros((n, w.v.shape[0], H, W), np.result_type(x.v, w.v))
     for i in range(3):
         for j in range(3):
-            v += np.einsum("nchw,oc->nohw", xp[:, :, i:i + H, j:j + W], wf[:, :, i, j]).astype(F32)
+            v += np.einsum("nchw,oc->nohw", xp[:, :, i:i + H, j:j + W], wf[:, :, i, j])
     if x.e is None:
         return Val(v)
     X, Wd = np.abs(xp.astype(np.float64)), np.abs(wf.astype(np.float64))
@@ -257,11 +263,11 @@ def conv3x3_backward(x, w, g):
     n, c, H, W = x.v.shape
     wf = w.v[:, :, ::-1, ::-1]
     xp = np.pad(x.v, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    gxp = np.zeros(xp.shape, F32)
-    gwf = np.zeros(wf.shape, F32)
+    gxp = np.zeros(xp.shape, np.result_type(g.v, wf))
+    gwf = np.zeros(wf.shape, np.result_type(g.v, xp))
     for i in range(3):
         for j in range(3):
-            gxp[:, :, i:i + H, j:j + W] += np.einsum("nohw,oc->nchw", g.v, wf[:, :, i, j]).astype(F32)
+            gxp[:, :, i:i + H, j:j + W] += np.einsum("nohw,oc->nchw", g.v, wf[:, :, i, j])
             gwf[:, :, i, j] = np.einsum("nohw,nchw->oc", g.v, xp[:, :, i:i + H, j:j + W])
     gx, gw = Val(gxp[:, :, 1:-1, 1:-1]), Val(gwf[:, :, ::-1, ::-1])
     if g.e is None:
@@ -301,7 +307,7 @@ def max_pool(x):
 
 
 def max_pool_backward(x_shape, hit, g):
-    gv = np.zeros(x_shape, F32)
+    gv = np.zeros(x_shape, g.v.dtype)
     _windows(gv)[...] = np.where(hit, g.v[:, :, :, None, :, None], F32(0))
     if g.e is None:
         return Val(gv)
@@ -442,11 +448,21 @@ def _adam_rate(t_prev, lr, c, bounds):
     return t, Val.exact(lr, bounds) * sqrt(q2) / q1
 
 
-def train_step(blocks, adam_W, adam_rest, x, targets, lr, h=Hyper(), bounds=False) -> Step:
+def train_step(blocks, adam_W, adam_rest, x, targets, lr, h=Hyper(), bounds=False, dtype=F32) -> Step:
     """One step of ``train_fn`` on the batch ``x`` (float32) with ±1 one-hot ``targets``: the loss
     on the current parameters, then both Adam instances, the scale and clip of every W, and the
     batch-norm running averages. ``adam_rest`` holds the moments of "b{i}", "beta{i}", "gamma{i}",
-    ``adam_W`` those of "W{i}". Inputs are taken as exact."""
+    ``adam_W`` those of "W{i}". Inputs are taken as exact. ``dtype=np.float64`` evaluates the same
+    formulas, with the same float32 constants, in float64: the float64 shadow of a float32 step,
+    which shows how much float32 rounding moved each value."""
+    if dtype == np.float64:
+        def wide(a):
+            return np.asarray(a, dtype=np.float64)
+        blocks = [Block(b.kind, wide(b.W), wide(b.b), wide(b.beta), wide(b.gamma), wide(b.mean), wide(b.inv_std),
+                        b.scale, b.pool, b.act) for b in blocks]
+        adam_W, adam_rest = (Adam(a.t, {k: wide(m) for k, m in a.m.items()}, {k: wide(v) for k, v in a.v.items()})
+                             for a in (adam_W, adam_rest))
+        x = wide(x)
     c = {k: Val.exact(F32(v), bounds) for k, v in
          {"beta1": h.beta1, "beta2": h.beta2, "1-beta1": 1 - h.beta1, "1-beta2": 1 - h.beta2,
           "epsilon": h.adam_epsilon}.items()}
