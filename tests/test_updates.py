@@ -6,6 +6,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.graph.traversal import applys_between
 from pytensor.tensor.math import Sum
 
 from reproduction.shift import ap2_numpy
@@ -156,7 +157,7 @@ def test_gradient_sums_accumulate_in_float32():
     x = pt.matrix("x", dtype="float32")
     b = pytensor.shared(np.zeros(3, dtype=F32), name="b")
     g = pytensor.grad(pt.sum(pt.sqr(x + b), acc_dtype="float32"), b)
-    sums = lambda v: [n.op for n in pytensor.graph.basic.applys_between([x, b], [v]) if isinstance(n.op, Sum)]
+    sums = lambda v: [n.op for n in applys_between([x, b], [v]) if isinstance(n.op, Sum)]
     assert any(op.acc_dtype != "float32" for op in sums(g))
     (g32,) = float32_sums([g])
     assert sums(g32) and all(op.acc_dtype == "float32" for op in sums(g32))
