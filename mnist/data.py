@@ -3,7 +3,8 @@
 The original (`mnist.py` l.93-95, PAPER.md §2.1, §2.3) read pylearn2's ``MNIST(which_set, start,
 stop)``: train = train[0:50000], valid = train[50000:60000], test = the 10,000 t10k images, no
 shuffle, no centring. We return the pixels as uint8 (N, 1, 28, 28); the training loop scales each
-batch to [-1, 1] as ``x * 2/255 - 1``, which is pylearn2's ``2 * (x/255) - 1`` to float32 rounding.
+batch to [-1, 1] as the original did, pylearn2's ``x/255`` then ``2*X - 1``, both in float32
+(``reproduction.dataset.scale_pixels_mnist``).
 
 Sources, in order, for each file: the data folder (``data_dir``, else ``$MNIST_DATA_DIR``, else
 ``~/.cache/binarynet/data/mnist``) holding it gzipped or not, under the official name or the
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduction.dataset import DataError, Split, Splits
+from reproduction.dataset import DataError, Split, Splits, scale_pixels_mnist
 from reproduction.download import download as download_file, find_data_dir, looks_like_html, remove_leftovers
 
 #: The official files: name -> (MD5 of the .gz file as served, number of items).
@@ -76,9 +77,9 @@ def load_mnist(data_dir=None, download: bool = True) -> Splits:
     X_test = arrays["t10k-images-idx3-ubyte"][:, None]
     y_test = arrays["t10k-labels-idx1-ubyte"].astype(np.int64)
     n = SPLIT_SIZES["train"]
-    return Splits(train=Split(X[:n], y[:n]),
-                  valid=Split(X[n:], y[n:]),
-                  test=Split(X_test, y_test))
+    return Splits(train=Split(X[:n], y[:n], scale_pixels_mnist),
+                  valid=Split(X[n:], y[n:], scale_pixels_mnist),
+                  test=Split(X_test, y_test, scale_pixels_mnist))
 
 
 def read_idx(path) -> np.ndarray:

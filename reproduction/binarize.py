@@ -55,26 +55,31 @@ def binary_sigmoid_unit(x):
     return round_ste(hard_sigmoid(x))
 
 
-def binarize_weights(W, H=1.0, *, binary=True, deterministic=False, stochastic=False, srng=None):
+def binarize_weights(W, H=1.0, *, binary=True, deterministic=False, stochastic=False, uniform=None):
     """The binarized weights Wb used in the forward pass (the original's ``binarization``).
 
     - not binary, or deterministic and stochastic (a stochastic model at test time): Wb = W;
     - deterministic:  Wb = +H if round(hard_sigmoid(W/H)) else -H, i.e. +H where W >= 0 (0 -> +H);
-    - stochastic:     Wb = +H with probability hard_sigmoid(W/H), else -H (Eq. 2).
+    - stochastic:     Wb = +H with probability hard_sigmoid(W/H), else -H (Eq. 2); ``uniform(size,
+      dtype)`` gives the U(0, 1) draws.
 
-    The gradient is not taken through this function: the training step differentiates the loss
-    with respect to Wb and applies that gradient to W (PAPER.md §1.1, "identity STE").
+    ``H`` is a number or a float32 scalar variable (a non-dyadic H should be the latter, see
+    ``updates.float32_constant``). The gradient is not taken through this function: the training
+    step differentiates the loss with respect to Wb and applies that gradient to W (SOURCES.md
+    §1.1, "identity STE").
     """
     if not binary or (deterministic and stochastic):
         return W
     p = hard_sigmoid(W / H)
     if stochastic:
-        if srng is None:
-            raise ValueError("stochastic binarization needs a random stream (srng)")
-        bits = srng.uniform(low=0.0, high=1.0, size=W.shape, dtype=W.dtype) < p
+        if uniform is None:
+            raise ValueError("stochastic binarization needs a source of uniform draws (uniform)")
+        bits = uniform(W.shape, W.dtype) < p
     else:
         bits = round_half_away_from_zero(p)
-    return pt.switch(bits, np.float32(H), np.float32(-H)).astype(W.dtype)
+    if isinstance(H, (int, float, np.floating)):
+        H = np.float32(H)
+    return pt.switch(bits, H, -H).astype(W.dtype)
 
 
 def sign_numpy(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ raw pixels in [0, 255], a float ``X`` means inputs already preprocessed (e.g. CI
 GCN + ZCA) and passed through as they are.
 """
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -15,23 +16,45 @@ class DataError(Exception):
     """A data file is missing or bad. ``str(e)`` is one line naming the file and the problem."""
 
 
+def scale_pixels(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels in [0, 255] to float32 in [-1, 1] as cifar10.py and svhn.py did it (SOURCES.md
+    §2.1, §2.3): ``np.subtract(np.multiply(2./255., X), 1.)`` on pylearn2's float32 X, i.e.
+    ``float32(float32(2/255) * x) - 1`` in float32 (numpy casts the Python scalars to X's float32).
+    pylearn2's X was float32 for both (``CIFAR10``: ``N.cast['float32']``; ``SVHN``: a float32
+    PyTables array when floatX is float32), and had to be: Theano refuses a float64 batch for the
+    float32 ``inputs`` of ``train_fn`` (theano/tensor/type.py:119-139 in 0.8.0)."""
+    return np.float32(2.0 / 255.0) * x.astype(np.float32) - np.float32(1.0)
+
+
+def scale_pixels_mnist(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels to float32 in [-1, 1] as the MNIST script did it (SOURCES.md §2.1, §2.3):
+    pylearn2's ``read_mnist_images(dtype='float32')`` divides in place in float32 (``array /= 255.``,
+    pylearn2/utils/mnist_ubyte.py), then mnist.py computes ``2*X - 1.`` in float32 (l.100-102).
+    For 111 of the 256 pixel values this differs from :func:`scale_pixels`, by up to 2**-23."""
+    X = x.astype(np.float32)
+    X /= np.float32(255.0)
+    return np.float32(2.0) * X - np.float32(1.0)
+
+
 @dataclass
 class Split:
-    """``X``: (N, C, H, W) images, uint8 raw pixels or float32 preprocessed; ``y``: (N,) labels 0..9."""
+    """``X``: (N, C, H, W) images, uint8 raw pixels or float32 preprocessed; ``y``: (N,) labels 0..9;
+    ``scale``: how the dataset's original script turned raw pixels into the network's input."""
 
     X: np.ndarray
     y: np.ndarray
+    scale: Callable[[np.ndarray], np.ndarray] = scale_pixels
 
     def __len__(self) -> int:
         return len(self.y)
 
     def inputs(self, index) -> np.ndarray:
-        """The network's float32 input for the images ``index``: pixels scaled to [-1, 1] as
-        ``x * 2/255 - 1`` (the original: ``2 * (x/255) - 1`` for MNIST, ``x * 2/255 - 1`` for
-        CIFAR-10 and SVHN; the two agree to float32 rounding)."""
+        """The network's float32 input for the images ``index``: raw pixels through ``scale``
+        (:func:`scale_pixels_mnist` for MNIST, :func:`scale_pixels` for CIFAR-10 and SVHN), float
+        inputs as they are."""
         x = self.X[index]
         if x.dtype == np.uint8:
-            return scale_pixels(x)
+            return self.scale(x)
         return np.asarray(x, dtype=np.float32)
 
     def targets(self, index, classes: int = 10) -> np.ndarray:
@@ -42,7 +65,7 @@ class Split:
         """The first ``n`` examples (all when ``n`` is None), for short runs."""
         if n is None or n >= len(self):
             return self
-        return Split(self.X[:n], self.y[:n])
+        return Split(self.X[:n], self.y[:n], self.scale)
 
 
 @dataclass
@@ -50,11 +73,6 @@ class Splits:
     train: Split
     valid: Split
     test: Split
-
-
-def scale_pixels(x: np.ndarray) -> np.ndarray:
-    """uint8 pixels in [0, 255] to float32 in [-1, 1]: ``x * 2/255 - 1``."""
-    return x.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
 
 
 def one_hot_pm1(y: np.ndarray, classes: int = 10) -> np.ndarray:

@@ -35,8 +35,9 @@ def symbolic_inputs(input_shape):
 def training_updates(layers, loss, train_pass: Pass, LR, optimizer="adam"):
     """The original's update dictionary: one optimizer over the binary W's, fed dLoss/dWb and then
     scaled by each layer's Glorot rate and clipped to [-H, H]; a second, independent one over every
-    other trainable parameter with the unscaled rate (SOURCES.md §1.2); and the batch-norm running
-    averages of the training pass (Lasagne's default updates, SOURCES.md §1.3)."""
+    other trainable parameter with the unscaled rate (SOURCES.md §1.2); the batch-norm running
+    averages of the training pass (Lasagne's default updates, SOURCES.md §1.3); and the random
+    generators' next states (dropout, stochastic binarization)."""
     rule = OPTIMIZERS[optimizer]
     binary = binary_layers(layers)
     updates = rule(loss, params_tagged(layers, "trainable"), LR, name=optimizer)
@@ -48,6 +49,7 @@ def training_updates(layers, loss, train_pass: Pass, LR, optimizer="adam"):
         w_updates.update(updates)
         updates = w_updates
     updates.update(train_pass.updates)
+    updates.update(train_pass.rng_updates)   # each random generator to its next state
     return updates
 
 

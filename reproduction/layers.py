@@ -10,17 +10,21 @@ Construction draws from one ``numpy.random.RandomState`` in the original's order
 draws the seed of its own random stream, then its weights ``W ~ U(-H, H)``; each dropout layer
 draws the seed of its stream. With the original's seed (1234) the initial weights are the ones the
 original script drew.
+
+Constants that are not exact in decimal (batch norm's alpha, 1 - alpha and epsilon, dropout's
+retain probability, a non-dyadic H) enter the graphs through :func:`updates.float32_constant`, so
+that every back end computes with their float32 values, as the original's fused loops did.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-from pytensor.tensor.random.utils import RandomStream
+from pytensor.tensor.random.variable import shared_rng
 
 from .binarize import binarize_weights
 from .shift import ap2_ste
-from .updates import glorot_lr_scale
+from .updates import float32_constant, glorot_lr_scale
 
 _SEED_HIGH = 2147462579  # the bound Lasagne's layers pass to randint for their stream seeds
 
@@ -29,11 +33,14 @@ _SEED_HIGH = 2147462579  # the bound Lasagne's layers pass to randint for their 
 class Pass:
     """One symbolic forward pass. ``deterministic`` selects the test graph: stored batch-norm
     statistics, no dropout, deterministic weights. A training pass collects the binarized weights
-    (the gradient is taken with respect to them) and the running-average updates of batch norm."""
+    (the gradient is taken with respect to them), the running-average updates of batch norm
+    (``updates``: state to checkpoint) and the updates of the random generators its draws used
+    (``rng_updates``: each generator to its next state, for the compiled function's updates)."""
 
     deterministic: bool
     binarized: dict = field(default_factory=dict)
     updates: dict = field(default_factory=dict)
+    rng_updates: dict = field(default_factory=dict)
 
 
 def forward(layers, x, p: Pass):
@@ -44,7 +51,37 @@ def forward(layers, x, p: Pass):
 
 
 def _shared(value, name):
-    return pytensor.shared(np.asarray(value, dtype=np.float32), name=name)
+    # a static shape, so that the graph knows W, b, gamma, ... agree and JAX needs no shape checks
+    value = np.asarray(value, dtype=np.float32)
+    return pytensor.shared(value, name=name, shape=value.shape)
+
+
+class SeededStream:
+    """A layer's random numbers: one seed drawn from the construction RandomState (the original
+    seeded an MRG stream with it), and a fresh generator for each random variable built in a graph,
+    spawned from ``SeedSequence(seed)`` (the generators PyTensor's deprecated ``RandomStream(seed)``
+    made, so the draws are unchanged). Each draw registers its generator's update in the pass."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self._seeds = np.random.SeedSequence(self.seed)
+
+    def uniform(self, size, dtype, updates: dict):
+        """``U(0, 1)`` draws of shape ``size``; ``updates[generator] = next state``."""
+        (child,) = self._seeds.spawn(1)
+        rng = shared_rng(np.random.default_rng(child), borrow=True)
+        next_rng, draws = rng.uniform(0.0, 1.0, size=size, dtype=dtype)
+        updates[rng] = next_rng
+        return draws
+
+
+def mean(x, axes):
+    """The mean of ``x`` over ``axes``, summed in float32 and divided by the float32 count, as the
+    original's GPU reductions computed ``T.mean`` (SOURCES.md §1.3; reproduction/updates.py)."""
+    count = 1
+    for a in axes:
+        count = count * x.shape[a]
+    return pt.sum(x, axis=axes, acc_dtype="float32") / pt.cast(count, "float32")
 
 
 class _BinaryLayer:
@@ -55,15 +92,17 @@ class _BinaryLayer:
                  stochastic=False, W_LR_scale="Glorot", name):
         self.H, self.binary, self.stochastic = float(H), binary, stochastic
         self.W_LR_scale = glorot_lr_scale(fan_in, fan_out) if W_LR_scale == "Glorot" else np.float32(W_LR_scale)
-        self.srng = RandomStream(int(rng.randint(1, _SEED_HIGH)))
+        self.stream = SeededStream(rng.randint(1, _SEED_HIGH))
         self.W = _shared(rng.uniform(-self.H, self.H, size=w_shape), f"{name}.W")
         self.b = _shared(np.zeros(n_out), f"{name}.b")
         self.params = [self.W, self.b]
         self.tags = {self.W: {"binary"} if binary else {"trainable"}, self.b: {"trainable"}}
 
     def binarized(self, p: Pass):
-        Wb = binarize_weights(self.W, self.H, binary=self.binary, deterministic=p.deterministic,
-                              stochastic=self.stochastic, srng=self.srng)
+        H = self.H if self.H in (0.5, 1.0, 2.0) else float32_constant(self.H, f"{self.W.name}.H")
+        Wb = binarize_weights(self.W, H, binary=self.binary, deterministic=p.deterministic,
+                              stochastic=self.stochastic,
+                              uniform=lambda size, dtype: self.stream.uniform(size, dtype, p.rng_updates))
         if not p.deterministic:
             p.binarized[self.W] = Wb
         return Wb
@@ -113,13 +152,20 @@ class MaxPool2x2:
 
 
 class BatchNorm:
-    """Batch normalization with Lasagne's semantics (PAPER.md §1.3)::
+    """Batch normalization with Lasagne's semantics (Lasagne 6a559dd ``BatchNormLayer``; SOURCES.md §1.3)::
 
-        train: mu, var = mean and biased variance of x over ``axes``;  inv_std = 1 / sqrt(var + eps)
+        train: mu = mean(x), var = mean((x - mu)^2) over ``axes``;  inv_std = 1 / sqrt(var + eps)
                mean    <- (1 - alpha) * mean    + alpha * mu
                inv_std <- (1 - alpha) * inv_std + alpha * inv_std_batch     (the inverse std is averaged)
         test:  mu, inv_std = the stored running values
         y = (x - mu) * (gamma * inv_std) + beta
+
+    in float32 as the original's graph held it: ``1 - alpha`` computed in Python and rounded once
+    (float32(0.9) = 0.899999976 for alpha = 0.1), alpha = float32(0.1) = 0.100000001, eps =
+    float32(1e-4) = 9.99999975e-05, sums accumulated in float32 (:func:`mean`). ``T.inv``, Theano's
+    ``1.0 / x`` in double then rounded (theano/scalar/basic.py:2460 in 0.8.0), equals the float32
+    quotient: one double operation on float32 operands rounds as float32 would (53 >= 2*24 + 2).
+    The graph optimizer (Theano's, as PyTensor's) compiles ``alpha * (1 / s)`` as ``alpha / s``.
 
     ``axes`` is (0,) for dense outputs and (0, 2, 3) for convolution outputs (Lasagne's 'auto').
     With ``shift_based=True`` it is the paper's Algorithm 2 instead: the variance is
@@ -135,6 +181,7 @@ class BatchNorm:
         self.inv_std = _shared(np.ones(n), f"{name}.inv_std")
         self.params = [self.beta, self.gamma, self.mean, self.inv_std]
         self.tags = {self.beta: {"trainable"}, self.gamma: {"trainable"}, self.mean: set(), self.inv_std: set()}
+        self.name = name
 
     def _broadcast(self, v, ndim):
         pattern = ["x"] * ndim
@@ -145,16 +192,17 @@ class BatchNorm:
         if p.deterministic:
             mu, inv_std = self.mean, self.inv_std
         else:
-            mu = x.mean(self.axes)
+            mu = mean(x, self.axes)
             centered = x - self._broadcast(mu, x.ndim)
             if self.shift_based:
-                var = (centered * ap2_ste(centered)).mean(self.axes)
+                var = mean(centered * ap2_ste(centered), self.axes)
             else:
-                var = pt.sqr(centered).mean(self.axes)  # biased, as T.var
-            inv_std = 1.0 / pt.sqrt(var + self.epsilon)
-            a = np.float32(self.alpha)
-            p.updates[self.mean] = (1 - a) * self.mean + a * mu
-            p.updates[self.inv_std] = (1 - a) * self.inv_std + a * inv_std
+                var = mean(pt.sqr(centered), self.axes)  # biased, as T.var
+            inv_std = 1.0 / pt.sqrt(var + float32_constant(self.epsilon, f"{self.name}.epsilon"))
+            alpha = float32_constant(self.alpha, f"{self.name}.alpha")
+            keep = float32_constant(1 - self.alpha, f"{self.name}.1-alpha")  # 1 - alpha in Python, as Lasagne
+            p.updates[self.mean] = keep * self.mean + alpha * mu
+            p.updates[self.inv_std] = keep * self.inv_std + alpha * inv_std
         gamma = self.gamma
         if self.shift_based:
             inv_std, gamma = ap2_ste(inv_std), ap2_ste(gamma)
@@ -177,20 +225,21 @@ class Nonlinearity:
 
 class Dropout:
     """Inverted dropout (Lasagne's DropoutLayer, rescale=True): in training, keep each unit with
-    probability 1 - p and divide by 1 - p; at test time, the identity."""
+    probability 1 - p and divide by 1 - p; at test time, the identity. As Lasagne wrote it:
+    ``retain = 1 - p`` in Python, ``(x / retain) * (U(0, 1) < retain)`` with float32(retain)."""
 
     params: list = []
     tags: dict = {}
 
     def __init__(self, p, *, rng):
         self.p = float(p)
-        self.srng = RandomStream(int(rng.randint(1, _SEED_HIGH)))
+        self.stream = SeededStream(rng.randint(1, _SEED_HIGH))
 
     def __call__(self, x, p):
         if p.deterministic or self.p == 0:
             return x
-        keep = np.float32(1.0 - self.p)
-        mask = self.srng.uniform(low=0.0, high=1.0, size=x.shape, dtype=x.dtype) < keep
+        keep = float32_constant(1.0 - self.p, "dropout.retain")
+        mask = self.stream.uniform(x.shape, x.dtype, p.rng_updates) < keep
         return (x / keep) * mask
 
 

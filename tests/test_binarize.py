@@ -3,10 +3,10 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from pytensor.tensor.random.utils import RandomStream
 
 from reproduction.binarize import (binarize_weights, binary_sigmoid_unit, binary_tanh_unit, hard_sigmoid,
                                    round_half_away_from_zero, sign_numpy)
+from reproduction.layers import SeededStream
 
 F32 = np.float32
 
@@ -78,7 +78,9 @@ def test_stochastic_binarization_mean_matches_hard_sigmoid():
     n = 20000
     w = np.array([-1.0, -0.5, 0.0, 0.3, 0.9], dtype=F32)
     W = pytensor.shared(np.tile(w, (n, 1)))
-    Wb = pytensor.function([], binarize_weights(W, 1.0, stochastic=True, srng=RandomStream(7)), mode="CVM")()
+    stream, updates = SeededStream(7), {}
+    Wb = binarize_weights(W, 1.0, stochastic=True, uniform=lambda size, dtype: stream.uniform(size, dtype, updates))
+    Wb = pytensor.function([], Wb, updates=updates, mode="CVM")()
     assert set(np.unique(Wb).tolist()) == {-1.0, 1.0}
     p_plus = (Wb == 1).mean(axis=0)
     expected = np.clip((w + 1) / 2, 0, 1)
@@ -88,5 +90,5 @@ def test_stochastic_binarization_mean_matches_hard_sigmoid():
 
 
 def test_stochastic_binarization_needs_a_stream():
-    with pytest.raises(ValueError, match="random stream"):
+    with pytest.raises(ValueError, match="uniform draws"):
         binarize_weights(pytensor.shared(np.zeros(3, dtype=F32)), stochastic=True)

@@ -1,6 +1,7 @@
 """The compiled training step against a numpy computation of Algorithm 1, and the back ends against
-each other."""
+each other. (tests/test_reference_step.py checks it step by step against the original's formulas.)"""
 import importlib.util
+import warnings
 
 import numpy as np
 import pytensor
@@ -9,7 +10,7 @@ import pytest
 
 from reproduction.binarize import binary_tanh_unit
 from reproduction.functions import compile_functions
-from reproduction.layers import BatchNorm, DenseLayer, Nonlinearity, Pass, forward
+from reproduction.layers import BatchNorm, DenseLayer, Dropout, Nonlinearity, Pass, forward
 from reproduction.loss import squared_hinge
 from reproduction.updates import glorot_lr_scale
 
@@ -80,3 +81,35 @@ def test_the_training_step_compiles_and_agrees_under_every_back_end():
         assert np.allclose(losses, ref[0], rtol=1e-5), mode
         assert np.allclose(W, ref[1], atol=1e-5), mode
         assert np.allclose(inv_std, ref[2], rtol=1e-5), mode
+
+
+def _warnings_of_a_jax_step(layers, seed):
+    """The messages of every warning raised while compiling and running a JAX training and
+    evaluation step of ``layers`` (input 12, batch 20)."""
+    rng = np.random.RandomState(seed)
+    x = rng.randn(20, 12).astype(F32)
+    t = (2 * np.eye(10)[rng.randint(0, 10, 20)] - 1).astype(F32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f = compile_functions(layers, (12,), mode="JAX")
+        f.train(x, t, F32(0.01))
+        f.evaluate(x, t)
+    return [str(w.message) for w in caught]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install '.[jax]')")
+def test_a_jax_training_step_emits_no_warnings():
+    """No dtype truncations (float64 accumulators, int64 shapes or argmax), no skipped broadcast
+    asserts, no deprecations: compiling and running a JAX training and evaluation step is silent."""
+    assert _warnings_of_a_jax_step(_net(seed=6), seed=7) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install '.[jax]')")
+def test_with_dropout_only_the_generator_handling_of_compile_functions_warns():
+    """With dropout the layers add random generators; the warnings left come from how
+    reproduction/functions.py hands them to PyTensor (shared generators copied by JAX; their updates
+    given as default updates until it compiles Pass.rng_updates), none from the layers' graphs."""
+    rng = np.random.RandomState(8)
+    layers = [Dropout(0.2, rng=rng)] + _net(seed=8)[:3] + [Dropout(0.5, rng=rng)] + _net(seed=8)[3:]
+    known = ("will not be used in the compiled JAX graph", "Setting default_update is deprecated")
+    assert [m for m in _warnings_of_a_jax_step(layers, seed=9) if not any(k in m for k in known)] == []

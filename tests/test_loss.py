@@ -3,7 +3,7 @@ import pytensor
 import pytensor.tensor as pt
 
 from reproduction.dataset import one_hot_pm1
-from reproduction.loss import error_rate, squared_hinge
+from reproduction.loss import error_rate, first_argmax, squared_hinge
 
 
 def test_squared_hinge_and_error_rate_against_numpy():
@@ -20,3 +20,14 @@ def test_squared_hinge_and_error_rate_against_numpy():
 
 def test_targets_are_plus_minus_one_one_hot():
     assert one_hot_pm1(np.array([2, 0]), 3).tolist() == [[-1, -1, 1], [1, -1, -1]]
+
+
+def test_error_rate_breaks_ties_at_the_first_maximum_as_argmax():
+    """T.argmax (and np.argmax) take the first of equal maxima; ours, built from float32 operations
+    (no int64 argmax for JAX to truncate), does too."""
+    y = np.array([[1, 3, 3, 0], [2, 2, 2, 2], [-1, -1, -5, -1], [0, 0, 0, 7]], dtype=np.float32)
+    out, target = pt.matrix(dtype="float32"), pt.matrix(dtype="float32")
+    idx, err = pytensor.function([out, target], [first_argmax(out), error_rate(out, target)], mode="CVM")(
+        y, one_hot_pm1(np.array([1, 0, 3, 3]), 4))
+    assert idx.dtype == np.float32 and idx.tolist() == y.argmax(1).tolist() == [1, 0, 0, 3]
+    assert err == np.float32(0.25)
