@@ -1,0 +1,116 @@
+"""What the tests of the table (python -m reproduction table) share: a tiny two-seed MNIST table,
+the table command as a subprocess, and the records of that table run once without interruption,
+which every interrupted and resumed table must reproduce number for number.
+
+The tiny table trains a 784-32-10 binary MLP on 20,000 training images (200 validation and test
+images) for 16 epochs: after the first epoch (a few seconds, with the compile) each epoch takes
+about 0.2 s here, which leaves a window of a few seconds in which a test can interrupt a run
+between two epochs.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MNIST_DIR, ROOT
+from tests.slurm_cluster import REQUIRE_ENV
+
+EPOCHS = 16
+TINY = ["--units", "32", "--hidden-layers", "1", "--train-size", "20000", "--valid-size", "200", "--test-size", "200",
+        "--epochs", str(EPOCHS), "--data-dir", str(MNIST_DIR)]
+SEEDS = (1234, 1235)
+#: Record keys that describe when and where a run ran, not what it computed.
+CIRCUMSTANCES = ("started", "updated", "environment", "resumed", "checkpoint", "command", "options")
+
+
+def table_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "reproduction", "table", *args]
+
+
+def run_table(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The table command, run from the checkout's root (so that it imports this checkout)."""
+    return subprocess.run(table_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def start_table(*args: str, log: Path) -> subprocess.Popen:
+    out = open(log, "wb")
+    try:
+        return subprocess.Popen(table_command(*args), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        out.close()
+
+
+def record(folder: Path, run: str) -> dict | None:
+    try:
+        return json.loads((folder / run / "record.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def epochs_done(folder: Path, run: str) -> int:
+    rec = record(folder, run)
+    return len(rec["epochs"]) if rec else 0
+
+
+def numbers(rec: dict) -> dict:
+    """A record without its circumstances, and without the seconds each epoch took."""
+    out = {k: v for k, v in rec.items() if k not in CIRCUMSTANCES}
+    out["epochs"] = [{k: v for k, v in row.items() if k != "seconds"} for row in rec["epochs"]]
+    return out
+
+
+def events(folder: Path, run: str) -> list[dict]:
+    path = folder / "logs" / f"{run}.events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def program_pid(folder: Path, run: str) -> int:
+    return [e["pid"] for e in events(folder, run) if e["event"] == "start"][-1]
+
+
+def wait_for(condition, timeout: float, what: str, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+def kill(pid: int, sig=signal.SIGKILL) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_name(seed: int) -> str:
+    return f"mnist-theano-seed{seed}"
+
+
+def assert_resumed_without_loss(rec: dict, epochs_before: int) -> None:
+    """The run resumed at least once, never before an epoch it had finished when interrupted."""
+    resumed = rec.get("resumed") or []
+    assert resumed, "the run never resumed"
+    assert resumed[0]["after_epoch"] >= epochs_before
+    assert [r["epoch"] for r in rec["epochs"]] == list(range(1, EPOCHS + 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory) -> dict:
+    """{run name: record} of the tiny table, both seeds, run locally with no interruption."""
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        reason = f"the official MNIST files are not in {MNIST_DIR}"
+        if os.environ.get(REQUIRE_ENV) == "1":   # CI must run the Slurm table: no silent skip there
+            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("reference") / "table"
+    done = run_table("--out", str(folder), "--datasets", "mnist", "--seeds", str(len(SEEDS)), "--jobs", "2", *TINY)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {run_name(s): record(folder, run_name(s)) for s in SEEDS}
