@@ -14,7 +14,9 @@
   progress; running it again skips finished runs and resumes interrupted ones (results/table.py).
 
 A bad file or option ends in one line on stderr naming it (exit code 2; ``--debug`` shows the
-traceback); a closed pipe (``| head``) ends quietly.
+traceback); a closed pipe (``| head``) ends quietly. ``table`` exits with 0 when every run finished
+(or diverged; with ``--executor slurm`` without ``--wait``: is queued, running or finished), 1 when a
+run failed or was interrupted, 128 + the signal when a signal stopped it (its runs checkpointed).
 """
 import argparse
 import errno
@@ -198,8 +200,8 @@ def _dry_run(tbl, states: dict, args) -> str:
 
 def _slurm_text(o: SlurmOptions) -> str:
     parts = [f"partition {o.partition or '(default)'}", f"time {o.time_min} min"]
-    parts += [f"{v} {k}" for k, v in (("GPUs", o.gpus), ("CPUs", o.cpus)) if v]
-    parts += [f"{o.mem_gb:g} GB"] if o.mem_gb else []
+    parts += [f"{v} {k}{'s' * (v > 1)} per job" for k, v in (("GPU", o.gpus), ("CPU", o.cpus)) if v]
+    parts += [f"{o.mem_gb:g} GB per job"] if o.mem_gb else []
     parts += [f"--{k}={v}" for k, v in o.extra.items()]
     return ", ".join(parts)
 
@@ -251,11 +253,12 @@ def _table(args) -> str:
         states, warning = _states(tbl, strict=False)
         return (warning + "\n" if warning else "") + run_states.render(tbl, states, args.markdown)
     if args.dry_run:
-        return _dry_run(tbl, _states(tbl, strict=True)[0], args)
+        states, warning = _states(tbl, strict=False)
+        return (warning + "\n" if warning else "") + _dry_run(tbl, states, args)
 
-    table.save(tbl)
     stopped = None
     with table.command_lock(tbl):
+        table.save(tbl)
         states, _ = _states(tbl, strict=True)
         todo, notes = _todo(tbl, states, args.retry_failed)
         counts = {k: sum(s.state == k for s in states.values()) for k in run_states.STATES}
@@ -270,13 +273,13 @@ def _table(args) -> str:
     if args.executor == "slurm" and args.wait:
         stopped = _wait(tbl, args.poll)
     states, warning = _states(tbl, strict=False)
-    _say((warning + "\n" if warning else "") + run_states.render(tbl, states))
-    if stopped:
-        raise SystemExit(128 + stopped)
+    view = (warning + "\n" if warning else "") + run_states.render(tbl, states)
     settled = ("finished", "diverged") + (("queued", "running") if args.executor == "slurm" and not args.wait else ())
-    if any(s.state not in settled for s in states.values()):
-        raise SystemExit(1)
-    return ""
+    code = 128 + stopped if stopped else int(any(s.state not in settled for s in states.values()))
+    if code:
+        _say(view)
+        raise SystemExit(code)
+    return view
 
 
 def _count(minimum: int):

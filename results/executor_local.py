@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from . import attempts
+from .run_states import read_record
 
 #: Signals the table passes on to its programs (the terminal's Ctrl-C reaches only the table,
 #: the programs having process groups of their own).
@@ -74,7 +75,7 @@ def run_local(table, todo: list, jobs: int, say=print) -> tuple[list[Outcome], i
                     del running[pid]
                     event = attempts.end(process, table.log_path(run), table.events_path(run))
                     outcomes.append(Outcome(run.name, event["outcome"], process.returncode, event["reason"]))
-                    say(_ended(run.name, event))
+                    say(_ended(run.name, event, read_record(table.run_dir(run))))
             time.sleep(POLL_S if running else 0)
     finally:
         for s, handler in previous.items():
@@ -89,10 +90,14 @@ def _signal(process, signum) -> None:
         pass
 
 
-def _ended(name: str, event: dict) -> str:
+def _ended(name: str, event: dict, record: dict | None) -> str:
     kind = event["outcome"]
     if kind == "finished":
-        return f"finished  {name}"
+        rec = record or {}
+        result = f": test error {rec['test_err']:.2f} %" if isinstance(rec.get("test_err"), (int, float)) else ""
+        where = f" (epoch {rec['best_epoch']} of {len(rec.get('epochs') or [])})" if result and rec.get("best_epoch") \
+            else ""
+        return f"finished  {name}{result}{where}"
     if kind == "stopped":
         return f"stopped   {name} ({event['reason']}); the next table run resumes it"
     return f"failed    {name}: {event['reason']}"

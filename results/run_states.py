@@ -5,7 +5,8 @@ States:
 
 - ``new``: nothing of the run exists yet (or its start failed before the program wrote anything);
 - ``queued``: its Slurm job waits (pending, or requeued and waiting);
-- ``running``: its Slurm job runs, or a process on this machine holds the run folder's lock;
+- ``running``: its Slurm job runs, or a process on this machine holds the run folder's lock (or,
+  started by the local executor, is still starting: alive, with no lock yet);
 - ``interrupted``: it holds a checkpoint and nothing runs it (stopped by a signal, killed, its job
   cancelled or its machine lost): the next ``table`` resumes it;
 - ``finished``, ``diverged``: its record says so; a diverged run is a result, never re-run;
@@ -17,6 +18,7 @@ record.json or a checkpoint.
 """
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +82,16 @@ def lock_holder(folder: Path) -> int | None:
     return None
 
 
+def _alive_here(event: dict) -> bool:
+    """Whether the process an event names runs on this machine now (and is not a zombie)."""
+    if event.get("host") != socket.gethostname() or not isinstance(event.get("pid"), int):
+        return False
+    try:
+        return Path(f"/proc/{event['pid']}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _progress(record: dict | None, state: RunState) -> RunState:
     if not record:
         return state
@@ -116,6 +128,10 @@ def run_state(folder: Path, events_path: Path, jobs: dict | None = None) -> RunS
     pid = lock_holder(folder)
     if pid is not None:
         state.state, state.where = "running", f"pid {pid}"
+        return state
+    started = events[last["start"]] if last["start"] > last["end"] else None
+    if started is not None and started.get("executor") == "local" and _alive_here(started):
+        state.state, state.where = "running", f"pid {started['pid']} (starting)"   # not training yet: no lock
         return state
     if submitted and jobs is not None and last["start"] < last["submitted"]:
         state.state = "failed"

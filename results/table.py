@@ -241,6 +241,10 @@ def command_lock(table: Table):
     """Held by the table command while it decides what to run and runs or submits it, so that two
     table commands never start the same run twice (the kernel releases it when the command dies)."""
     try:
+        table.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TableError(f"--out {table.folder}: cannot create the table folder ({e.strerror or e})") from None
+    try:
         with folder_lock(table.folder):
             yield
     except FolderBusy:

@@ -14,6 +14,7 @@ import pytest
 
 from results import attempts, recipes, run_states, table
 from results.commands import main
+from tests.conftest import ROOT
 from tests.table_runs import (EPOCHS, SEEDS, TINY, assert_resumed_without_loss, epochs_done, events, kill,
                               numbers, program_pid, record, run_name, run_table, start_table, wait_for)
 
@@ -179,6 +180,18 @@ def test_a_process_holding_the_folder_lock_is_running(tmp_path):
     assert run_states.run_state(tmp_path / "run", tmp_path / "ev").state == "interrupted"
 
 
+def test_a_local_program_still_starting_is_running(tmp_path):
+    """Before it trains, a program holds no lock: its start event, on this machine, alive, says it runs."""
+    import socket
+
+    ev = tmp_path / "events.jsonl"
+    attempts.append_event(ev, event="start", executor="local", host=socket.gethostname(), pid=os.getpid())
+    s = run_states.run_state(tmp_path / "run", ev)
+    assert (s.state, s.where) == ("running", f"pid {os.getpid()} (starting)")
+    attempts.append_event(ev, event="end", pid=os.getpid(), exit_code=-15, outcome="stopped", reason="")
+    assert run_states.run_state(tmp_path / "run", ev).state == "new"
+
+
 @pytest.mark.parametrize("code, kind", [(0, "finished"), (143, "stopped"), (130, "stopped"), (140, "stopped"),
                                         (-9, "stopped"), (-15, "stopped"), (1, "failed"), (2, "failed"),
                                         (-11, "failed")])
@@ -196,21 +209,20 @@ def test_reason_is_the_programs_last_error_line(tmp_path):
 
 # --- the local executor on a tiny MNIST table ---------------------------------------------------------
 
-def test_a_finished_table_is_left_alone(tiny_reference, tmp_path):
+def test_a_finished_table_is_left_alone(tiny_reference):
     """Re-running a finished table starts nothing and changes no file; --status and --dry-run say so."""
-    folder = tmp_path / "t"
-    first = run_table("--out", str(folder), "--datasets", "mnist", "--seeds", "1234,", *TINY)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert numbers(record(folder, run_name(1234))) == numbers(tiny_reference[run_name(1234)])
+    folder = tiny_reference.folder
     before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
     again = run_table("--out", str(folder))
-    assert again.returncode == 0 and "1 finished; 0 to run" in again.stdout, again.stdout + again.stderr
+    assert again.returncode == 0 and "2 finished; 0 to run" in again.stdout, again.stdout + again.stderr
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before
     status = run_table("--out", str(folder), "--status")
     assert status.returncode == 0
-    assert f"{run_name(1234)}  finished  {EPOCHS}/{EPOCHS}" in status.stdout
+    for seed in SEEDS:
+        assert f"{run_name(seed)}  finished  {EPOCHS}/{EPOCHS}" in status.stdout
     dry = run_table("--out", str(folder), "--dry-run")
-    assert f"{run_name(1234)}: finished; left alone" in dry.stdout
+    assert f"{run_name(SEEDS[0])}: finished; left alone" in dry.stdout
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before
 
 
 def test_killing_a_run_and_the_table_loses_no_finished_epoch(tiny_reference, tmp_path):
@@ -251,30 +263,31 @@ def test_killing_a_run_and_the_table_loses_no_finished_epoch(tiny_reference, tmp
     for name, before in ((first, stopped_after), (second, killed_after)):
         rec = record(folder, name)
         assert rec["status"] == "finished"
-        assert_resumed_without_loss(rec, before)
+        assert_resumed_without_loss(folder, name, [before])
         assert numbers(rec) == numbers(tiny_reference[name])
 
 
-def test_a_killed_table_command_stops_its_programs(tiny_reference, tmp_path):
+def test_a_killed_table_command_stops_its_programs(tmp_path):
     """SIGKILL leaves the table no time to pass anything on: the kernel sends each program SIGTERM
-    (PR_SET_PDEATHSIG), which checkpoints and stops; the next table resumes it."""
-    folder = tmp_path / "t"
-    name = run_name(SEEDS[0])
-    table_process = start_table("--out", str(folder), "--datasets", "mnist", "--seeds", f"{SEEDS[0]},", *TINY,
-                                log=tmp_path / "table.log")
-    try:
-        wait_for(lambda: epochs_done(folder, name) >= 1, 120, "no epoch finished")
-        table_process.kill()
-        before = epochs_done(folder, name)
-        wait_for(lambda: (record(folder, name) or {}).get("status") == "interrupted", 30,
-                 "the program did not stop when the table died")
-    finally:
-        kill(table_process.pid)
-    again = run_table("--out", str(folder))
-    assert again.returncode == 0, again.stdout + again.stderr
-    rec = record(folder, name)
-    assert_resumed_without_loss(rec, before)
-    assert numbers(rec) == numbers(tiny_reference[name])
+    (PR_SET_PDEATHSIG), on which a program checkpoints and stops as when the table passes it on
+    (the test above). Shown with a stand-in program that notes the signal."""
+    heard = tmp_path / "heard"
+    program = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda s, f: (open(sys.argv[1], 'w')"
+               ".write(signal.Signals(s).name), sys.exit(143))); print('up', flush=True); time.sleep(60)")
+    parent = ("import sys; from pathlib import Path; from results import attempts; "
+              "p = attempts.start(sys.executable, ['-c', sys.argv[1], sys.argv[2]], Path(sys.argv[3]), "
+              "Path(sys.argv[3]) / 'log', Path(sys.argv[3]) / 'events', 'local', own_group=True); "
+              "print(p.pid, flush=True); p.wait()")
+    table_like = subprocess.Popen([sys.executable, "-c", parent, program, str(heard), str(tmp_path)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, text=True)
+    child = int(table_like.stdout.readline())
+    wait_for(lambda: "up" in (tmp_path / "log").read_text().splitlines(), 30, "the child did not start")
+    table_like.kill()
+    table_like.wait()
+    wait_for(heard.exists, 10, "the child did not hear of its parent's death")
+    assert heard.read_text() == "SIGTERM"
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text(),
+             10, "the child did not stop")
 
 
 def test_a_failed_run_is_reported_and_retried_only_when_asked(tmp_path):
