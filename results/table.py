@@ -4,7 +4,7 @@ run of its training program, all in one table folder (``python -m reproduction t
 Nothing about training happens here: a run is the program's own command, run in the table folder,
 
     python -m <dataset> [program options] [--recipe torch7] --seed S --out <run>    (a new run)
-    python -m <dataset> --resume <run>                                               (one holding a run)
+    python -m <dataset> --resume <run> [--data-dir D] [--no-download] [--progress P]  (one holding a run)
 
 so the program's checks, checkpoints, resume and records are the ones a user gets by hand. The table
 folder:
@@ -21,7 +21,10 @@ of them, for every dataset, recipe and seed), so a bad one fails the plan in one
 
 Re-planning a folder that holds a table: a dimension given (``--datasets``, ``--recipes``,
 ``--seeds``) replaces the table's, one not given keeps it; program options must be the table's
-(a table is one experiment's settings) and are the table's when none are given.
+(a table is one experiment's settings) and are the table's when none are given. The options that
+say where the data is and how to show progress (``PLACEMENT``: ``--data-dir``, ``--no-download``,
+``--progress``) are no settings: each one given replaces the table's, and a resumed run gets them too
+(the programs apply them on ``--resume``), so a table can go on where its data is elsewhere.
 """
 import contextlib
 import os
@@ -39,6 +42,9 @@ OWNED = {"--out": "the table makes each run's folder inside its own --out",
          "--resume": "the table resumes interrupted runs itself",
          "--seed": "the table's --seeds sets each run's seed",
          "--recipe": "the table's --recipes sets each run's recipe"}
+#: Program options that change where a run reads its data or how it shows progress, not what it
+#: computes (reproduction/program.py APPLY_ON_RESUME): {option: takes a value}.
+PLACEMENT = {"--data-dir": True, "--no-download": False, "--progress": True}
 #: Environment variables naming a program's data folder (relative ones are made absolute, as the
 #: programs run in the table folder).
 DATA_DIR_VARIABLES = tuple(f"{d.upper()}_DATA_DIR" for d in DATASETS)
@@ -72,7 +78,8 @@ class Table:
     datasets: list
     recipes: list | None
     seeds: int | list
-    options: list = field(default_factory=list)
+    options: list = field(default_factory=list)   # the settings every run is started with
+    placement: list = field(default_factory=list)  # PLACEMENT options, also given on a resume
     runs: list = field(default_factory=list)      # [Planned], from the plan
 
     def run_dir(self, run: Planned) -> Path:
@@ -87,9 +94,9 @@ class Table:
     def command(self, run: Planned, resume: bool) -> list[str]:
         """The program's arguments after ``python``, to run in the table folder."""
         if resume:
-            return ["-m", run.dataset, "--resume", run.name]
+            return ["-m", run.dataset, "--resume", run.name, *self.placement]
         recipe = ["--recipe", run.recipe] if run.recipe != "theano" else []
-        return ["-m", run.dataset, *self.options, *recipe, "--seed", str(run.seed), "--out", run.name]
+        return ["-m", run.dataset, *self.options, *self.placement, *recipe, "--seed", str(run.seed), "--out", run.name]
 
     def environment(self) -> dict:
         """What the programs' environment needs beyond the table command's: this code first on
@@ -106,7 +113,7 @@ class Table:
 
     def spec(self) -> dict:
         return {"format": 1, "datasets": self.datasets, "recipes": self.recipes, "seeds": self.seeds,
-                "options": self.options}
+                "options": self.options, "placement": self.placement}
 
 
 def parse_seeds(text: str):
@@ -172,11 +179,13 @@ def plan(folder: Path, datasets: list | None, recipe_names: list | None, seeds, 
     datasets = datasets or spec.get("datasets") or list(DATASETS)
     recipe_names = recipe_names or spec.get("recipes")
     seeds = seeds if seeds is not None else spec.get("seeds", 1)
-    options = _checked_options(list(options), datasets)
-    if spec and options and options != spec["options"]:
-        raise TableError(f"{folder} is a table with the program options {' '.join(spec['options']) or '(none)'}; "
+    options, placement = _checked_options(list(options), datasets)
+    stored, stored_placement = _checked_options(list(spec.get("options", [])), datasets)
+    if spec and options and options != stored:
+        raise TableError(f"{folder} is a table with the program options {' '.join(stored) or '(none)'}; "
                          "a table is one set of options: give none, the same, or another --out")
-    options = options or list(spec.get("options", []))
+    options = options or stored
+    placement = _merged(stored_placement + list(spec.get("placement", [])), placement)
 
     runs = []
     for ds in datasets:
@@ -189,7 +198,8 @@ def plan(folder: Path, datasets: list | None, recipe_names: list | None, seeds, 
             for seed in (range(base, base + seeds) if isinstance(seeds, int) else seeds):
                 runs.append(Planned(ds, r, int(seed)))
     for run in runs:
-        args = [*options, *(["--recipe", run.recipe] if run.recipe != "theano" else []), "--seed", str(run.seed)]
+        args = [*options, *placement, *(["--recipe", run.recipe] if run.recipe != "theano" else []),
+                "--seed", str(run.seed)]
         try:
             parsed = recipes.parse_options(run.dataset, args)
         except recipes.RecipeError as e:
@@ -197,33 +207,49 @@ def plan(folder: Path, datasets: list | None, recipe_names: list | None, seeds, 
         for name in ("out", "resume"):
             if getattr(parsed, name, None):
                 raise TableError(f"--{name} (as {getattr(parsed, name)}): {OWNED['--' + name]}")
-    return Table(folder, list(datasets), recipe_names, seeds, options, runs)
+    return Table(folder, list(datasets), recipe_names, seeds, options, placement, runs)
 
 
-def _checked_options(options: list[str], datasets: list) -> list[str]:
-    """The program options, refusing those the table sets; a relative --data-dir made absolute (the
-    programs run in the table folder), and refused for a table of several datasets."""
-    out, i = [], 0
+def _checked_options(options: list[str], datasets: list) -> tuple[list[str], list[str]]:
+    """(settings, placement): the program options split (``PLACEMENT``), refusing those the table
+    sets; a relative --data-dir made absolute (the programs run in the table folder), and refused
+    for a table of several datasets."""
+    settings, placement, i = [], [], 0
     while i < len(options):
         token = options[i]
         name, eq, value = token.partition("=")
         if name in OWNED:
             raise TableError(f"{name}: not a program option of a table: {OWNED[name]}")
+        if name not in PLACEMENT:
+            settings.append(token)
+            i += 1
+            continue
+        if PLACEMENT[name] and not eq:
+            if i + 1 >= len(options):
+                raise TableError(f"{name}: expected a value")
+            i += 1
+            value = options[i]
         if name == "--data-dir":
             if len(datasets) > 1:
                 raise TableError(f"--data-dir names one dataset's files, and this table has {', '.join(datasets)}: "
                                  f"set {', '.join(v for v in DATA_DIR_VARIABLES)} instead")
-            if not eq:
-                if i + 1 >= len(options):
-                    raise TableError("--data-dir: expected a folder")
-                i += 1
-                value = options[i]
             value = str(Path(value).expanduser().resolve())
-            out += ["--data-dir", value]
-        else:
-            out.append(token)
+        placement += [name, value] if PLACEMENT[name] else [name]
         i += 1
-    return out
+    return settings, placement
+
+
+def _merged(old: list[str], new: list[str]) -> list[str]:
+    """PLACEMENT options: ``old`` with each option ``new`` gives replaced by its new value."""
+    def pairs(tokens):
+        out, i = {}, 0
+        while i < len(tokens):
+            takes = PLACEMENT.get(tokens[i], False)
+            out[tokens[i]] = tokens[i + 1:i + 2] if takes else []
+            i += 2 if takes else 1
+        return out
+
+    return [t for name, value in {**pairs(old), **pairs(new)}.items() for t in (name, *value)]
 
 
 def save(table: Table) -> None:

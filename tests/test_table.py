@@ -48,6 +48,7 @@ def test_plan_runs_and_commands(tmp_path):
     run = t.runs[1]
     assert t.command(run, resume=False) == ["-m", "mnist", "--epochs", "3", "--train-size", "5000",
                                             "--seed", "1235", "--out", "mnist-theano-seed1235"]
+    assert t.placement == []
     assert t.command(run, resume=True) == ["-m", "mnist", "--resume", "mnist-theano-seed1235"]
     assert t.run_dir(run) == tmp_path / "t" / "mnist-theano-seed1235"
     assert not (tmp_path / "t").exists()          # planning writes nothing
@@ -77,17 +78,26 @@ def test_the_programs_own_parsers_refuse_bad_options_in_one_line(tmp_path, capsy
 def test_data_dir_is_made_absolute_and_a_table_keeps_its_options(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    t = table.plan(Path("t"), ["mnist"], None, 1, ["--data-dir", "data", "--epochs", "2"])
-    assert t.options == ["--data-dir", str(tmp_path / "data"), "--epochs", "2"]
+    (tmp_path / "moved").mkdir()
+    t = table.plan(Path("t"), ["mnist"], None, 1, ["--data-dir", "data", "--epochs", "2", "--no-download"])
+    assert (t.options, t.placement) == (["--epochs", "2"], ["--data-dir", str(tmp_path / "data"), "--no-download"])
     table.save(t)
     saved = json.loads((tmp_path / "t" / "table.json").read_text())
-    assert saved == {"format": 1, "datasets": ["mnist"], "recipes": None, "seeds": 1, "options": t.options}
+    assert saved == {"format": 1, "datasets": ["mnist"], "recipes": None, "seeds": 1, "options": ["--epochs", "2"],
+                     "placement": t.placement}
     # Given dimensions replace the table's, the others are kept; options are the table's.
     again = table.plan(Path("t"), None, None, 3, ["--data-dir=data", "--epochs", "2"])
     assert [r.name for r in again.runs] == [f"mnist-theano-seed{s}" for s in (1234, 1235, 1236)]
-    assert table.plan(Path("t"), None, None, None, []).options == t.options
+    kept = table.plan(Path("t"), None, None, None, [])
+    assert (kept.options, kept.placement) == (t.options, t.placement)
     with pytest.raises(table.TableError, match="a table is one set of options"):
         table.plan(Path("t"), None, None, None, ["--epochs", "3"])
+    # Where the data is, is no setting: it may change, and a resumed run is told.
+    moved = table.plan(Path("t"), None, None, None, ["--data-dir", "moved", "--progress", "lines"])
+    assert moved.options == ["--epochs", "2"]
+    assert moved.command(moved.runs[0], resume=True) == ["-m", "mnist", "--resume", "mnist-theano-seed1234",
+                                                         "--data-dir", str(tmp_path / "moved"), "--no-download",
+                                                         "--progress", "lines"]
     (tmp_path / "t" / "table.json").write_text("{")
     assert "table.json: cannot be read" in one_line_error(capsys, ["table", "--out", "t", "--dry-run"])
 
