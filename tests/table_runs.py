@@ -84,11 +84,22 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.05):
     raise AssertionError(f"{what} within {timeout} s")
 
 
-def kill(pid: int, sig=signal.SIGKILL) -> None:
+def kill_program(pid: int) -> None:
+    """SIGKILL to a training program the table started (checked by its command line, so that a
+    PID the system has given to another process since is left alone)."""
     try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if b"-m" in command and b"mnist" in command:
+        os.kill(pid, signal.SIGKILL)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Kill a process this test started, if it still runs, and reap it."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def run_name(seed: int) -> str:

@@ -15,8 +15,8 @@ import pytest
 from results import attempts, recipes, run_states, table
 from results.commands import main
 from tests.conftest import ROOT
-from tests.table_runs import (EPOCHS, SEEDS, TINY, assert_resumed_without_loss, epochs_done, events, kill,
-                              numbers, program_pid, record, run_name, run_table, start_table, wait_for)
+from tests.table_runs import (EPOCHS, SEEDS, TINY, assert_resumed_without_loss, epochs_done, events, kill_program,
+                              numbers, program_pid, record, run_name, run_table, start_table, stop, wait_for)
 
 
 def one_line_error(capsys, argv, code=2) -> str:
@@ -248,14 +248,14 @@ def test_killing_a_run_and_the_table_loses_no_finished_epoch(tiny_reference, tmp
                  "both runs finished no epoch")
         busy = run_table("--out", str(folder))
         assert busy.returncode == 2 and "another table command is running this table" in busy.stderr
-        kill(program_pid(folder, second))
+        kill_program(program_pid(folder, second))
         killed_after = epochs_done(folder, second)
         wait_for(lambda: [e for e in events(folder, second) if e["event"] == "end"], 30, "the kill was not seen")
         table_process.send_signal(signal.SIGTERM)
         stopped_after = epochs_done(folder, first)
         assert table_process.wait(60) == 128 + signal.SIGTERM
     finally:
-        kill(table_process.pid)
+        stop(table_process)
     output = (tmp_path / "table.log").read_text()
     assert f"stopped   {second} (killed by SIGKILL)" in output
     assert f"stopped   {first} (SIGTERM: stopped at" in output, output

@@ -5,8 +5,8 @@ seconds before a job's end: submitit then waits for the checkpoint and requeues)
 outright, the table command killed and the cluster's daemons stopped mid-way; running the table
 again ends with the records of the same table run without interruption, no finished epoch lost."""
 from tests.slurm_cluster import SlurmCluster
-from tests.table_runs import (EPOCHS, SEEDS, TINY, assert_resumed_without_loss, epochs_done, events, kill, numbers,
-                              record, run_name, run_table, start_table, wait_for)
+from tests.table_runs import (EPOCHS, SEEDS, TINY, assert_resumed_without_loss, epochs_done, events, numbers, record,
+                              run_name, run_table, start_table, stop, wait_for)
 
 
 def job_of(folder, run) -> str:
@@ -42,7 +42,7 @@ def test_a_two_seed_table_on_slurm_resumes_through_every_interruption(slurm_clus
         waiting.kill()
         waiting.wait(30)
     finally:
-        kill(waiting.pid)
+        stop(waiting)
     cluster.stop_daemons()
     try:
         refused = run_table(*args)
