@@ -1,10 +1,12 @@
 """Run and benchmark records: finding them and reading them.
 
 A run record is ``results/runs/<run>/record.json`` as a training program writes it (a ``dataset``
-and its ``epochs``); a benchmark record is ``results/bench/<name>.json`` as ``python -m gpu_xnor``
-writes it (its ``ratios``). The default folders are those under the current folder, where the
-programs write (``results/runs/<run>`` and ``results/bench`` relative to where they are run); from
-a checkout's root that is the checkout's ``results/``.
+and its ``epochs``), or ``results/tables/<table>/<run>/record.json`` for the runs of a table
+(``python -m reproduction table``); a benchmark record is ``results/bench/<name>.json`` as
+``python -m gpu_xnor`` writes it (its ``ratios``). The default folders are those under the current
+folder, where the programs and the table write (``results/runs``, ``results/tables`` and
+``results/bench`` relative to where they are run); from a checkout's root that is the checkout's
+``results/``.
 
 When folders are searched, a file that looks like a record but cannot be read (a ``record.json``,
 or JSON with a record's keys, that is corrupt, truncated or of an unknown format) is skipped with a
@@ -117,7 +119,7 @@ def find_records(paths: list[Path] | None = None, on_skip=warn) -> list[tuple[Pa
 
 
 def default_paths(root: Path | None = None) -> list[Path]:
-    """``results/runs`` and ``results/bench`` under ``root``, by default the current folder: where
-    the training programs and the benchmark write when run from there."""
+    """``results/runs``, ``results/tables`` and ``results/bench`` under ``root``, by default the
+    current folder: where the training programs, the table and the benchmark write when run from there."""
     root = Path(root) if root else Path()
-    return [root / "results" / "runs", root / "results" / "bench"]
+    return [root / "results" / "runs", root / "results" / "tables", root / "results" / "bench"]

@@ -209,7 +209,8 @@ def test_the_default_folders_are_the_current_folders_results(tmp_path, monkeypat
     assert [r.record for r in rows if r.record] == ["results/runs/here/record.json"]
     with pytest.raises(SystemExit):
         main(["diff", "--help"])
-    assert "results/runs and results/bench under the current folder" in " ".join(capsys.readouterr().out.split())
+    assert "results/runs, results/tables and results/bench under the current folder" in \
+        " ".join(capsys.readouterr().out.split())
 
 
 def test_paper_must_be_a_folder_and_debug_shows_the_traceback(tmp_path, capsys):
@@ -225,3 +226,81 @@ def test_paper_must_be_a_folder_and_debug_shows_the_traceback(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {empty}/table1_test_error.json: not found")
     with pytest.raises(RecordError):
         main(["diff", "--debug", str(tmp_path / "missing.json")])
+
+
+# --- several seeds: error bars (issue 13) ---------------------------------------------------------------
+
+def test_runs_differing_only_in_the_seed_are_one_row_with_error_bars(tmp_path):
+    for seed, err in ((1234, 1.00), (1235, 1.10), (1236, 1.30)):
+        make_run(tmp_path, f"seed{seed}", "mnist", err, seed=seed, mode="JAX" if seed % 2 else "CVM")
+    make_run(tmp_path, "zagain", "mnist", 1.05, seed=1234)   # the same seed twice (read last): not another seed
+    make_run(tmp_path, "narrow", "mnist", 1.50, seed=1235, num_units=2048)
+    rows = [r for r in compare.diff([tmp_path]) if r.subject == "mnist"]
+    assert [(r.n, r.record.split("/")[-2]) for r in rows] == [(1, "narrow"), (3, "seed1234"), (1, "zagain")]
+    g = rows[1]
+    assert g.ours == pytest.approx(1.1333333) and g.diff == pytest.approx(1.1333333 - 0.96)
+    assert g.std == pytest.approx(0.1527525) and g.sem == pytest.approx(0.1527525 / 3 ** 0.5)
+    assert (g.low, g.high, g.seeds) == (1.0, 1.3, [1234, 1235, 1236])
+    assert g.status == "reproduced"                                 # |1.133 - 0.96| = 0.17 <= 0.195
+    assert g.records == [str(tmp_path / "runs" / f"seed{s}" / "record.json") for s in (1234, 1235, 1236)]
+    assert g.conditions.startswith("3 seeds (1234-1236), runs seed1234, seed1235, seed1236; range 1.00-1.30, "
+                                   "s.e. of the mean 0.09; 1000/1000 epochs; mode JAX; TestCPU (2 cores)")
+    text = compare.render(rows)
+    assert "1.13 ± 0.15" in text and "+0.17" in text and "reproduced when the mean is within the tolerance" in text
+    data = json.loads(compare.to_json(rows))
+    assert data["rows"][1]["n"] == 3 and data["rows"][1]["std"] == g.std and "mean" in data["tolerance"]["seeds"]
+
+
+def test_a_group_is_worse_short_or_diverged_as_its_members_are(tmp_path):
+    for seed, err in ((1, 1.2), (2, 1.3)):
+        make_run(tmp_path / "worse", f"s{seed}", "mnist", err, seed=seed)
+    for seed, status in ((1, "finished"), (2, "running")):
+        make_run(tmp_path / "short", f"s{seed}", "svhn", 2.8, epochs=200, seed=seed, status=status)
+    for seed, status in ((1, "finished"), (2, "diverged")):
+        make_run(tmp_path / "nan", f"s{seed}", "cifar10", 11.4, seed=seed, status=status)
+    got = {r.subject: r for r in compare.diff([tmp_path]) if r.n > 1}
+    assert got["mnist"].status == "worse" and got["mnist"].ours == pytest.approx(1.25)
+    assert got["svhn"].status == "short run" and "1 running" in got["svhn"].conditions
+    assert got["cifar10"].status == "diverged" and "1 diverged" in got["cifar10"].conditions
+    assert got["cifar10"].ours == 11.4 and "mean of the 1 with a result" in got["cifar10"].conditions
+
+
+def test_the_table_folders_runs_are_named_after_the_table(tmp_path):
+    t = tmp_path / "tables" / "mnist-short"
+    for seed in (1234, 1235):
+        make_run(t, f"mnist-theano-seed{seed}", "mnist", 2.0, epochs=20, seed=seed, train_size=5000)
+    (t / "runs" / "table.json").write_text("{}")
+    row = next(r for r in compare.diff([tmp_path]) if r.n == 2)
+    assert row.conditions.startswith("2 seeds (1234, 1235), table runs;")
+    assert row.status == "short run" and "train 5000/50000" in row.conditions
+
+
+def test_torch7_records_are_compared_with_the_torch7_column(tmp_path, monkeypatch):
+    """A record of the Torch7 recipe (issue 12) against BNN (Torch7), never BNN (Theano); its test
+    error is the record's (the last epoch's); a program's ``torch7`` dict is its recipe."""
+    from results import recipes
+
+    monkeypatch.setattr(recipes.PROGRAMS["mnist"], "torch7",
+                        {"num_units": 2048, "seed": 432, "dropout_in": 0.0, "dropout_hidden": 0.0}, raising=False)
+    make_run(tmp_path, "t7", "mnist", 1.45, recipe="torch7", num_units=2048, seed=432, dropout_in=0.0,
+             dropout_hidden=0.0)
+    make_run(tmp_path, "t7-wide", "mnist", 1.45, recipe="torch7", num_units=4096, seed=432, dropout_in=0.0,
+             dropout_hidden=0.0)
+    make_run(tmp_path, "theano", "mnist", 1.0, num_units=4096)
+    monkeypatch.setattr(recipes.PROGRAMS["svhn"], "torch7", {"batch_size": 200}, raising=False)
+    if hasattr(recipes.PROGRAMS["cifar10"], "torch7"):
+        monkeypatch.delattr(recipes.PROGRAMS["cifar10"], "torch7")
+    rows = compare.diff([tmp_path])
+    got = {r.record.split("/")[-2] if r.record else r.subject: r for r in rows}
+    t7 = got["t7"]
+    assert (t7.subject, t7.recipe, t7.paper, t7.status) == ("mnist (torch7)", "torch7", 1.40, "match")
+    assert t7.tolerance == pytest.approx(compare.error_tolerance(1.40, 10000))
+    assert "test error of the last epoch" in t7.conditions
+    assert got["t7-wide"].status == "not comparable" and "num_units=4096 (paper 2048)" in got["t7-wide"].conditions
+    assert (got["theano"].paper, got["theano"].status) == (0.96, "match")
+    assert got["svhn (torch7)"].status == "no record" and got["svhn (torch7)"].paper == 2.53
+    assert "cifar10 (torch7)" not in got                  # no Torch7 recipe in this program: no cell
+    assert [r.subject for r in rows if r.kind == "run"][:4] == ["mnist", "mnist (torch7)", "mnist (torch7)", "cifar10"]
+    assert "BNN (Torch7) columns of Table 1" in compare.render(rows)
+    # SVHN: the Torch7 code evaluates every test image (partial batches), the Theano code 26,000.
+    assert (recipes.test_evaluated("svhn", "torch7"), recipes.test_evaluated("svhn")) == (26032, 26000)

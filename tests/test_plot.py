@@ -63,3 +63,30 @@ def test_out_on_a_file_and_a_corrupt_record_are_one_line_each(tmp_path, capsys):
     run.write_text(run.read_text()[:50])
     assert main(["plot", str(run), "--out", str(tmp_path / "fig")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {run}: not valid JSON (")
+
+
+def test_runs_of_several_seeds_are_one_mean_curve_in_a_band(tmp_path):
+    pytest.importorskip("matplotlib", reason='matplotlib is optional (pip install ".[plot]")')
+    from matplotlib.collections import PolyCollection
+
+    from results import seeds
+    from results.records import find_records
+
+    for seed, err in ((1234, 1.0), (1235, 1.4), (1236, 1.2)):
+        make_run(tmp_path, f"s{seed}", "mnist", err, epochs=5, seed=seed)
+    make_run(tmp_path, "other", "mnist", 2.0, epochs=5, num_units=512)
+    groups = seeds.group_runs([(p, rec) for p, _, rec in find_records([tmp_path])])
+    assert [len(g.members) for g in groups] == [1, 3]
+    fig = plot.curves_figure(groups, "mnist", {"theano": 0.96})
+    loss_ax, err_ax = fig.axes
+    bands = [c for c in err_ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1                            # the validation error's band; the single run has none
+    ys = bands[0].get_paths()[0].vertices[:, 1]
+    # make_run's val_err at epoch e is test_err + 1/e: the band spans the lowest to the highest seed
+    assert min(ys) == pytest.approx(1.0 + 1 / 5) and max(ys) == pytest.approx(1.4 + 1)
+    mean = next(line for line in err_ax.get_lines() if "3 seeds valid (mean)" in line.get_label())
+    assert list(mean.get_ydata()) == pytest.approx([1.2 + 1 / e for e in range(1, 6)])
+    assert any("paper, BNN (Theano): 0.96 %" in line.get_label() for line in err_ax.get_lines())
+    assert len([c for c in loss_ax.collections if isinstance(c, PolyCollection)]) == 2
+    plot.plot_all([tmp_path], tmp_path / "fig")
+    _check_png(tmp_path / "fig" / "learning_curves_mnist.png")
