@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MNIST_DIR, ROOT
+from tests.conftest import HAVE_MNIST, MNIST_DIR, ROOT
 from tests.slurm_cluster import REQUIRE_ENV
 
 EPOCHS = 16
@@ -137,7 +137,7 @@ class Reference(dict):
 def tiny_reference(tmp_path_factory) -> Reference:
     """{run name: record} of the tiny table, both seeds, run locally with no interruption; its
     ``folder`` is the table folder (tests must leave it as it is)."""
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+    if not HAVE_MNIST:
         reason = f"the official MNIST files are not in {MNIST_DIR}"
         if os.environ.get(REQUIRE_ENV) == "1":   # CI must run the Slurm table: no silent skip there
             pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)

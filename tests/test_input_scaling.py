@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from reproduction.dataset import Split, scale_pixels, scale_pixels_mnist
-from tests.conftest import MNIST_DIR
+from tests.conftest import HAVE_MNIST, MNIST_DIR
 
 PIXELS = np.arange(256, dtype=np.uint8)
 
@@ -41,8 +41,7 @@ def test_a_split_scales_its_pixels_with_its_datasets_rule_and_keeps_it_in_subset
     assert np.array_equal(split.inputs([0]), scale_pixels_mnist(X[:1]))
 
 
-@pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists() and not MNIST_DIR.is_dir(),
-                    reason=f"the MNIST files are not in {MNIST_DIR}")
+@pytest.mark.skipif(not HAVE_MNIST, reason=f"the MNIST files are not in {MNIST_DIR}")
 def test_the_mnist_loader_scales_as_the_mnist_script():
     from mnist.data import load_mnist
 

@@ -16,7 +16,7 @@ from tests.other_user import SKIP_REASON, data_error
 from tests.test_download import serve
 
 HTML = b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body></body></html>"
-HAVE_REAL = all((MNIST_DIR / name).is_file() for name in MNIST_FILES)
+HAVE_REAL = all((MNIST_DIR / name).is_file() for name in MNIST_FILES)   # the .gz files themselves
 needs_real = pytest.mark.skipif(not HAVE_REAL, reason=f"official MNIST files not in {MNIST_DIR}")
 
 

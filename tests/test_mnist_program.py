@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from reproduction.store import load_blocks, load_npz_blocks
-from tests.conftest import MNIST_DIR, ROOT
+from tests.conftest import HAVE_MNIST, MNIST_DIR, ROOT
 
-needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
-                                 reason=f"the official MNIST files are not in {MNIST_DIR}")
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"the official MNIST files are not in {MNIST_DIR}")
 
 
 def test_help_explains_every_option():

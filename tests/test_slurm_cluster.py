@@ -30,8 +30,7 @@ from pathlib import Path
 import pytest
 import submitit
 
-from tests.slurm_cluster import (REQUIRE_ENV, SlurmCluster, skip_unless_required,  # noqa: F401 (fixture)
-                                 slurm_cluster, unavailable_reason)
+from tests.slurm_cluster import REQUIRE_ENV, SlurmCluster, skip_unless_required, unavailable_reason
 
 # Not tests.conftest.ROOT: importing conftest imports the package (PyTensor), which a job need not.
 ROOT = Path(__file__).resolve().parents[1]
