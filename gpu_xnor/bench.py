@@ -28,7 +28,8 @@ Record (``format`` 1; a new record never overwrites another):
       (GPU: gpu, arch, memory_gib, multiprocessors, driver and PyCUDA versions, nvidia-smi),
   conditions: {warmup, repeats, slow_repeats, slow_kernels, threads, statistic ("median"),
       timer, env (BNN_XNOR_ISA, OPENBLAS_CORETYPE, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
-      OMP_WAIT_POLICY), load_average_before / _after (1, 5, 15 min), deviations: [text]},
+      OMP_WAIT_POLICY), load_average_before / _after (1, 5, 15 min), deviations: [text],
+      blas_note (null, or a warning that xnor and OpenBLAS use different vector widths)},
   gemm: {size [n, n, n], seconds {kernel: median wall s}, cpu_seconds {kernel: median process
       CPU s}, cold_seconds {kernel: the first call}, runs {kernel: [wall s of the timed calls]},
       exact {kernel: bool, the output equals the exact ±1 product}},
@@ -40,7 +41,7 @@ Record (``format`` 1; a new record never overwrites another):
       bit_ops_per_cpu_s; CPU only: clock_ghz (one core, measured), per_core_cycle (wall and
       CPU time), the path's model {instruction mix, per-cycle limits of Zen 4 and of a typical
       Intel core} and mix_per_cycle (that mix run from registers here: the measured ceiling),
-      fraction_of_mix},
+      fraction_of_mix; paths: the same for ``xnor_gemm_only`` on every path this CPU has},
   ratios: ours: xnor_vs_baseline, xnor_vs_blas, mlp_xnor_vs_baseline; the paper's kernel:
       xnor_paper_vs_baseline, xnor_paper_vs_blas, mlp_xnor_paper_vs_baseline; also
       mlp_xnor_vs_blas, mlp_xnor_alg4_vs_baseline (CPU), xnor_vs_blas_tf32 (GPU) — each
@@ -151,6 +152,22 @@ def blas_info() -> dict:
     except ImportError:
         pass
     return {"library": "unknown (threadpoolctl not installed)"}
+
+
+#: OpenBLAS kernel families (threadpoolctl's ``architecture``) that use AVX-512.
+AVX512_BLAS_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def blas_note(machine_: dict) -> str | None:
+    """A warning when our XNOR path and the BLAS kernels use different vector widths."""
+    isa = (machine_.get("kernels") or {}).get("isa")
+    core = str((machine_.get("blas") or {}).get("core") or "").lower()
+    if not isa or not core or isa == "portable":
+        return None
+    if (isa == "avx512") != (core in AVX512_BLAS_CORES):
+        return (f"xnor runs the {isa} path while OpenBLAS runs its {core} kernels: for a like-for-like "
+                f"comparison set OPENBLAS_CORETYPE={'SkylakeX' if isa == 'avx512' else 'Haswell'}")
+    return None
 
 
 def machine(device) -> dict:
@@ -271,7 +288,10 @@ def bench_mlp(device, net: mlp.MLP, X, y, warmup: int, repeats: int, slow_repeat
 
 # ---------------------------------------------------------------- throughput -----------------
 
-def throughput(device, gemm: dict) -> dict:
+def throughput(device, gemm: dict, repeats: int = 3) -> dict:
+    """Bit operations per second of ``xnor`` and ``xnor_gemm_only``; on a CPU also per core-cycle,
+    beside each instruction-set path's model and its mix run from registers, and the same for
+    every other path this CPU has (``paths``: ours on packed operands of the same size)."""
     n = gemm["size"][0]
     bits = float(n) ** 3
     out = {"bit_ops": bits, "definition": "one bit of XOR + popcount = one binary multiply-"
@@ -285,17 +305,31 @@ def throughput(device, gemm: dict) -> dict:
 
     threads = device.threads or os.cpu_count()
     ghz = cpu.clock_ghz(1, lib=device.lib)
-    mix = cpu.mix_bits_per_second(device.isa, 1, lib=device.lib)
-    mix_per_cycle = None if mix is None else mix / (ghz * 1e9)
-    out.update({"clock_ghz": ghz, "threads": threads, "isa": device.isa, "model": MODEL[device.isa],
-                "mix_per_cycle": mix_per_cycle,
+    out.update({"clock_ghz": ghz, "threads": threads, "isa": device.isa,
                 "clock_note": "a dependent chain of one-cycle additions on one core, best of 5"})
+
+    def per_cycle(isa, wall_s, cpu_s):
+        mix = cpu.mix_bits_per_second(isa, 1, lib=device.lib)
+        mix_per_cycle = None if mix is None else mix / (ghz * 1e9)
+        wall, cpu_time = bits / wall_s / (threads * ghz * 1e9), bits / cpu_s / (ghz * 1e9)
+        return {"per_core_cycle": wall, "per_core_cycle_cpu_time": cpu_time, "model": MODEL[isa],
+                "mix_per_cycle": mix_per_cycle,
+                "fraction_of_mix": None if not mix_per_cycle else wall / mix_per_cycle,
+                "fraction_of_mix_cpu_time": None if not mix_per_cycle else cpu_time / mix_per_cycle}
+
     for k in ("xnor", "xnor_gemm_only"):
-        wall = out[k]["bit_ops_per_s"] / (threads * ghz * 1e9)
-        cpu_time = out[k]["bit_ops_per_cpu_s"] / (ghz * 1e9)
-        out[k].update({"per_core_cycle": wall, "per_core_cycle_cpu_time": cpu_time,
-                       "fraction_of_mix": None if not mix_per_cycle else wall / mix_per_cycle,
-                       "fraction_of_mix_cpu_time": None if not mix_per_cycle else cpu_time / mix_per_cycle})
+        out[k].update(per_cycle(device.isa, gemm["seconds"][k], gemm["cpu_seconds"][k]))
+    out["paths"] = {}
+    rng = np.random.default_rng(1)
+    pa = cpu.pack_rows(pm1(rng, (n, n)), lib=device.lib)
+    pb = cpu.pack_cols(pm1(rng, (n, n)), lib=device.lib)
+    for isa in cpu.supported_isas(device.lib):
+        log(f"[throughput] xnor_gemm_only on the {isa} path (1 warm-up, {repeats} timed)")
+        st, _ = timed(device, lambda: cpu.xnor_gemm(pa, pb, n, device.threads, isa, device.lib), 1,
+                      repeats, isa)
+        out["paths"][isa] = {"seconds": st["median"], "cpu_seconds": st["cpu"],
+                             "bit_ops_per_s": bits / st["median"],
+                             **per_cycle(isa, st["median"], st["cpu"])}
     return out
 
 
@@ -336,6 +370,7 @@ def run(args, device, net: mlp.MLP | None, data) -> dict:
                                  ", between two context synchronisations" if device.name == "gpu" else ""),
                              "env": {k: os.environ.get(k) for k in ENV},
                              "load_average_before": load_average(), "deviations": DEVIATIONS}}
+    record["conditions"]["blas_note"] = blas_note(record["machine"])
     log(f"[machine] {json.dumps(record['machine'])}")
     record["gemm"] = bench_gemm(device, args.size, args.warmup, args.repeats, args.slow_repeats)
     record["throughput"] = throughput(device, record["gemm"])
@@ -388,6 +423,8 @@ def table(record) -> str:
              f"-> {cond.get('load_average_after')}; env {json.dumps({k: v for k, v in cond['env'].items() if v})}"
              + ("; QUICK RUN (not a measurement)" if record.get("quick") else ""),
              f"weights: {record.get('weights')}"]
+    if cond.get("blas_note"):
+        lines.append(f"NOTE: {cond['blas_note']}")
     g = record["gemm"]
     lines.append(f"GEMM {'x'.join(map(str, g['size']))}: kernel, median wall s, median CPU s, exact")
     for k, s in g["seconds"].items():
@@ -400,10 +437,14 @@ def table(record) -> str:
             if "per_core_cycle" in t:
                 line += (f" = {t['per_core_cycle']:.0f} per core-cycle ({t['per_core_cycle_cpu_time']:.0f} "
                          f"by CPU time) at {tp['clock_ghz']:.2f} GHz")
-                if tp.get("mix_per_cycle"):
-                    line += f"; the {tp['isa']} mix from registers: {tp['mix_per_cycle']:.0f}"
-                line += f"; model: Zen 4 {tp['model']['zen4']}, Intel {tp['model']['intel']}"
             lines.append(line)
+    if tp.get("paths"):
+        lines.append("bits per core-cycle of ours (packed operands) on each path: achieved (by CPU time) / "
+                     "the mix from registers here / model Zen 4, Intel")
+        for isa, t in tp["paths"].items():
+            mix = "n/a" if t["mix_per_cycle"] is None else f"{t['mix_per_cycle']:.0f}"
+            lines.append(f"  {isa:<9} {t['per_core_cycle']:5.0f} ({t['per_core_cycle_cpu_time']:.0f}) / {mix} / "
+                         f"{t['model']['zen4']}, {t['model']['intel']}   [{t['model']['mix']}]")
     m = record.get("mlp")
     if m:
         lines.append(f"MLP {'-'.join(map(str, m['sizes']))}, {m['images']} test images ({m['data']}): "

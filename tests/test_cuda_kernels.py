@@ -268,3 +268,160 @@ def test_missing_pycuda_names_the_install_command(monkeypatch):
     cuda.kernels.cache_clear()
     with pytest.raises(cuda.CudaUnavailable, match=r'pip install "\.\[gpu\]"'):
         cuda.xnor_matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32))
+
+
+# ---- the GPU driver's Python side on a numpy stand-in for PyCUDA and cuBLAS ---------------------
+# What cuda.Device, cuda.py's launch calls, mlp.forward and `python -m gpu_xnor --device gpu` do
+# with the kernels, checked where there is no GPU: each fake kernel computes its documented result
+# with numpy from the buffers its pointer arguments name, after checking that the launch covers
+# its output.
+
+class FakeArray:
+    registry: dict = {}
+
+    def __init__(self, a):
+        self.a = np.ascontiguousarray(a)
+        self.shape, self.dtype, self.flags = self.a.shape, self.a.dtype, self.a.flags
+        self.gpudata = id(self)
+        FakeArray.registry[self.gpudata] = self
+
+    def get(self):
+        return self.a.copy()
+
+
+def _buf(ptr):
+    return FakeArray.registry[int(ptr)].a
+
+
+def _covers(grid, block, needed):
+    assert grid[0] * grid[1] * block[0] * block[1] >= needed, (grid, block, needed)
+
+
+def _unpack(words: np.ndarray, axis_len: int) -> np.ndarray:
+    """uint32 words -> +-1 along their last axis, bit t of word w = element 32w + t."""
+    bits = (words[..., None] >> np.arange(32, dtype=np.uint32)) & 1
+    return np.where(bits.reshape(*words.shape[:-1], -1)[..., :axis_len] == 1, 1, -1)
+
+
+def _pack(pm: np.ndarray, words: int) -> np.ndarray:
+    bits = np.zeros((pm.shape[0], 32 * words), np.uint64)
+    bits[:, :pm.shape[1]] = pm >= 0
+    return (bits.reshape(pm.shape[0], words, 32) << np.arange(32, dtype=np.uint64)).sum(-1).astype(np.uint32)
+
+
+def _fake_kernels():
+    from types import SimpleNamespace
+
+    def gemm(A, B, C, m, n, k, grid, block):
+        _covers(grid, block, int(m) * int(k))
+        _buf(C)[...] = (_buf(A).reshape(m, n).astype(np.float64) @ _buf(B).reshape(n, k)).astype(np.float32)
+
+    def rows(a, b, m, n, words, grid, block):
+        _covers(grid, block, int(m) * int(words))
+        _buf(b)[...] = _pack(_buf(a).reshape(m, n), int(words))
+
+    def cols(a, b, m, n, words, ldb, grid, block):
+        _covers(grid, block, int(words) * int(ldb))
+        packed = np.zeros((int(words), int(ldb)), np.uint32)
+        packed[:, :n] = _pack(_buf(a).reshape(m, n).T, int(words)).T
+        _buf(b)[...] = packed
+
+    def xnor(A, B, C, m, words, k, n_bits, grid, block):
+        _covers(grid, block, int(m) * int(k) // 64)  # up to 8x8 outputs per thread
+        a = _unpack(_buf(A).reshape(m, words), 32 * int(words)).astype(np.int64)
+        b = _unpack(_buf(B).reshape(words, -1).T, 32 * int(words)).astype(np.int64)[:k]
+        mismatches = (32 * int(words) - a @ b.T) // 2  # zero tail bits unpack as -1 in both
+        _buf(C)[...] = (int(n_bits) - 2 * mismatches).astype(np.float32)
+
+    def opt(A, B, C, m, words, k, ldb, n_bits, grid, block):
+        assert int(words) % 8 == 0 and int(ldb) % 4 == 0
+        xnor(A, B, C, m, words, k, n_bits, grid, block)
+
+    def threshold(x, y, t, d, m, k, grid, block):
+        _covers(grid, block, int(m) * int(k))
+        _buf(y)[...] = np.where(_buf(d) * _buf(x) >= _buf(t), np.float32(1), np.float32(-1))
+
+    gpuarray = SimpleNamespace(to_gpu=lambda x: FakeArray(x),
+                               empty=lambda shape, dtype: FakeArray(np.full(shape, 7, dtype)))
+    drv = SimpleNamespace(Context=SimpleNamespace(synchronize=lambda: None))
+    return cuda.Kernels(drv, gpuarray, None, "sm_90", gemm, rows, cols, xnor, opt, threshold)
+
+
+class FakeCublas:
+    modes = []
+
+    def cublasSetMathMode(self, handle, mode):
+        self.modes.append(mode)
+        return 0
+
+    def cublasSgemm_v2(self, handle, ta, tb, k, m, n, alpha, B, ldb, A, lda, beta, C, ldc):
+        # column-major C^T(k, m) = B^T(k, n) A^T(n, m): row-major C = A B
+        _buf(C)[...] = (_buf(A).reshape(m, n).astype(np.float64) @ _buf(B).reshape(n, k)).astype(np.float32)
+        return 0
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    fake = _fake_kernels()
+    monkeypatch.setattr(cuda, "kernels", lambda: fake)
+    monkeypatch.setattr(cuda, "cublas", lambda: (FakeCublas(), None))
+    monkeypatch.setattr(cuda.Device, "info", lambda self: {"gpu": "numpy stand-in", "arch": "sm_90",
+                                                            "multiprocessors": 1})
+    yield fake
+    FakeArray.registry.clear()
+
+
+def test_gpu_device_gemm_calls_give_the_exact_product(fake_gpu):
+    rng = np.random.default_rng(6)
+    a, b = pm1(rng, (37, 100)), pm1(rng, (100, 45))
+    dev = cuda.Device()
+    calls = dev.gemm_calls(a, b)
+    assert set(calls) == set(dev.gemm_kernels)
+    want = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.float32)
+    for name, call in calls.items():
+        out, wall, cpu_s = dev.time(call)
+        np.testing.assert_array_equal(dev.download(out), want, err_msg=name)
+    assert FakeCublas.modes[-2:] == [0, 3]  # blas: TF32 off, blas_tf32: on
+
+
+def test_gpu_device_runs_the_one_mlp_driver(fake_gpu):
+    from gpu_xnor import cpu, mlp
+    from tests.test_mlp import bn_blocks
+
+    net = mlp.from_blocks(bn_blocks((784, 40, 36, 10), seed=4), "inline")
+    X = np.random.default_rng(4).integers(0, 256, (30, 784), dtype=np.uint8)
+    dev = cuda.Device()
+    weights = dev.prepare(net.blocks)
+    scores = {k: mlp.forward(net, X, k, dev, weights) for k in dev.mlp_kernels}
+    for k, s in scores.items():
+        np.testing.assert_array_equal(s, scores["baseline"], err_msg=k)
+    # the stand-in's layer 1 is float64-exact; the CPU's differs only within rounding: compare
+    # the binary layers from the same layer-1 signs
+    h = dev.download(dev.sign(dev.layer1(dev.upload(mlp.scale_pixels(X)), weights[0]), weights[0]))
+    cpu_dev = cpu.Device()
+    w = cpu_dev.prepare(net.blocks)
+    for i in (1, 2):
+        s = cpu_dev.product("xnor", h, w[i])
+        h = cpu_dev.sign(s, w[i]) if i < 2 else h
+    np.testing.assert_array_equal(scores["xnor"], mlp.scores(s, net.blocks[-1]))
+
+
+def test_gpu_command_line_writes_the_cpu_schema(fake_gpu, tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    from gpu_xnor.__main__ import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "pycuda" else real(name, *a))
+    monkeypatch.setenv("MNIST_DATA_DIR", str(tmp_path / "none"))
+    assert main(["--device", "gpu", "--quick", "--size", "40", "--out-dir", str(tmp_path),
+                 "--name", "g"]) == 0
+    record = json.loads((tmp_path / "g.json").read_text())
+    assert record["device"] == "gpu" and record["quick"] is True
+    assert set(record["gemm"]["seconds"]) == set(cuda.Device.gemm_kernels)
+    assert all(record["gemm"]["exact"].values())
+    assert {"xnor_vs_baseline", "xnor_vs_blas", "xnor_paper_vs_baseline", "xnor_paper_vs_blas",
+            "xnor_vs_blas_tf32", "mlp_xnor_vs_baseline", "mlp_xnor_paper_vs_baseline"} <= set(record["ratios"])
+    assert record["mlp"] is None and "no MNIST test set" in record["mlp_skipped"]
