@@ -39,7 +39,10 @@ def test_quick_run_writes_the_record(tmp_path, capsys):
     assert {"library", "core"} <= set(record["machine"]["blas"])
     tp = record["throughput"]
     assert tp["isa"] == kern["isa"] and tp["clock_ghz"] > 0 and tp["xnor"]["per_core_cycle"] > 0
-    assert {"zen4", "intel", "mix"} <= set(tp["model"])
+    assert {"zen4", "intel", "mix"} <= set(tp["xnor"]["model"])
+    assert set(tp["paths"]) == set(cpu.supported_isas())  # every path's bits per cycle
+    assert all(p["per_core_cycle_cpu_time"] > 0 and p["model"]["zen4"] > 0 for p in tp["paths"].values())
+    assert set(record["ratios_min"]) == set(record["ratios"])
     cond = record["conditions"]
     assert {"warmup", "repeats", "threads", "env", "deviations", "load_average_before",
             "load_average_after"} <= set(cond)
