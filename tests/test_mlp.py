@@ -59,6 +59,18 @@ def test_sizes_come_from_the_mnist_recipe():
     assert mlp.random_mlp(warn=False).sizes == mlp.recipe_sizes()
 
 
+def test_sizes_are_read_from_the_recipe_where_pytensor_is_absent(monkeypatch):
+    """On a machine without PyTensor (a bare GPU machine) mnist/__main__.py cannot be imported:
+    the same two assignments are read from its source."""
+    import sys
+
+    want = mlp.recipe_sizes()
+    monkeypatch.setitem(sys.modules, "mnist.__main__", None)  # makes the import fail
+    with pytest.raises(ImportError):
+        import mnist.__main__  # noqa: F401
+    assert mlp.recipe_sizes() == want
+
+
 def test_fold_sign_equals_the_float_formula_for_every_input():
     rng = np.random.default_rng(5)
     n = 3000
