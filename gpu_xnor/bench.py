@@ -43,7 +43,8 @@ Record (``format`` 1; a new record never overwrites another):
       bit_ops_per_cpu_s; CPU only: clock_ghz (one core, measured), per_core_cycle (wall and
       CPU time), the path's model {instruction mix, per-cycle limits of Zen 4 and of a typical
       Intel core} and mix_per_cycle (that mix run from registers here: the measured ceiling),
-      fraction_of_mix; paths: the same for ``xnor_gemm_only`` on every path this CPU has},
+      fraction_of_mix; paths: the same for ``xnor_gemm_only`` on ONE thread on every path this
+      CPU has},
   ratios: ours: xnor_vs_baseline, xnor_vs_blas, mlp_xnor_vs_baseline; the paper's kernel:
       xnor_paper_vs_baseline, xnor_paper_vs_blas, mlp_xnor_paper_vs_baseline; also
       mlp_xnor_vs_blas, mlp_xnor_alg4_vs_baseline (CPU), xnor_vs_blas_tf32 (GPU) — each
@@ -296,7 +297,8 @@ def bench_mlp(device, net: mlp.MLP, X, y, warmup: int, repeats: int, slow_repeat
 def throughput(device, gemm: dict, repeats: int = 3) -> dict:
     """Bit operations per second of ``xnor`` and ``xnor_gemm_only``; on a CPU also per core-cycle,
     beside each instruction-set path's model and its mix run from registers, and the same for
-    every other path this CPU has (``paths``: ours on packed operands of the same size)."""
+    every path this CPU has on ONE thread (``paths``: ours on packed operands of the same size;
+    a core's own figure, which other work on the other cores disturbs least)."""
     n = gemm["size"][0]
     bits = float(n) ** 3
     out = {"bit_ops": bits, "definition": "one bit of XOR + popcount = one binary multiply-"
@@ -313,7 +315,7 @@ def throughput(device, gemm: dict, repeats: int = 3) -> dict:
     out.update({"clock_ghz": ghz, "threads": threads, "isa": device.isa,
                 "clock_note": "a dependent chain of one-cycle additions on one core, best of 5"})
 
-    def per_cycle(isa, wall_s, cpu_s):
+    def per_cycle(isa, wall_s, cpu_s, threads=threads):
         mix = cpu.mix_bits_per_second(isa, 1, lib=device.lib)
         mix_per_cycle = None if mix is None else mix / (ghz * 1e9)
         wall, cpu_time = bits / wall_s / (threads * ghz * 1e9), bits / cpu_s / (ghz * 1e9)
@@ -329,12 +331,11 @@ def throughput(device, gemm: dict, repeats: int = 3) -> dict:
     pa = cpu.pack_rows(pm1(rng, (n, n)), lib=device.lib)
     pb = cpu.pack_cols(pm1(rng, (n, n)), lib=device.lib)
     for isa in cpu.supported_isas(device.lib):
-        log(f"[throughput] xnor_gemm_only on the {isa} path (1 warm-up, {repeats} timed)")
-        st, _ = timed(device, lambda: cpu.xnor_gemm(pa, pb, n, device.threads, isa, device.lib), 1,
-                      repeats, isa)
-        out["paths"][isa] = {"seconds": st["median"], "cpu_seconds": st["cpu"],
+        log(f"[throughput] xnor_gemm_only on the {isa} path, one thread (1 warm-up, {repeats} timed)")
+        st, _ = timed(device, lambda: cpu.xnor_gemm(pa, pb, n, 1, isa, device.lib), 1, repeats, isa)
+        out["paths"][isa] = {"threads": 1, "seconds": st["median"], "cpu_seconds": st["cpu"],
                              "bit_ops_per_s": bits / st["median"],
-                             **per_cycle(isa, st["median"], st["cpu"])}
+                             **per_cycle(isa, st["median"], st["cpu"], threads=1)}
     return out
 
 
@@ -445,8 +446,8 @@ def table(record) -> str:
                          f"by CPU time) at {tp['clock_ghz']:.2f} GHz")
             lines.append(line)
     if tp.get("paths"):
-        lines.append("bits per core-cycle of ours (packed operands) on each path: achieved (by CPU time) / "
-                     "the mix from registers here / model Zen 4, Intel")
+        lines.append("bits per core-cycle of ours (packed operands, one thread) on each path: achieved "
+                     "(by CPU time) / the mix from registers here / model Zen 4, Intel")
         for isa, t in tp["paths"].items():
             mix = "n/a" if t["mix_per_cycle"] is None else f"{t['mix_per_cycle']:.0f}"
             lines.append(f"  {isa:<9} {t['per_core_cycle']:5.0f} ({t['per_core_cycle_cpu_time']:.0f}) / {mix} / "
