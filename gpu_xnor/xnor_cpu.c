@@ -20,7 +20,9 @@
  *   ISA_PORTABLE (0): plain C, the scalar popcount (the popcnt instruction where the CPU has it).
  * The file is compiled for the base instruction set of the machine type (no -march=native): each
  * path's functions carry their own target attribute, so the AVX2 path never contains an AVX-512
- * instruction, and one build serves every path on every CPU of the machine type.
+ * instruction, and one build serves every path on every CPU of the machine type. The paper's two
+ * kernels are built the same way for the CPU's best instruction set, chosen at run time whatever
+ * `isa` says (they are scalar; the override is about our kernel).
  *
  * Every function takes `threads` (0 = OpenMP's default; small calls run on one thread) so that
  * no global state is set. Compiled with -ffp-contract=off: the float kernels round every product
