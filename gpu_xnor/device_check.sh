@@ -5,8 +5,9 @@
 # `python -m gpu_xnor --device gpu` (the same driver, kernel names and record schema as on the
 # CPU), and leave results/bench/gpu-<name>.json (and the logs) under results/bench/ and in $OUT.
 # The GPU machine's python3 has no PyTensor: everything run here imports without it, except
-# reading a params.h5 (reproduction.store imports PyTensor), so --params needs that fixed or the
-# weights as the original's .npz (reproduction.store.export_npz on this machine).
+# reading parameters (reproduction.store imports PyTensor at its top), so --params works there
+# only once reproduction.store imports its PyTensor parts lazily; without it --params ends in one
+# line, and the benchmark runs with random weights (the timings do not depend on them).
 #
 # PyPI has no binary wheel of PyCUDA for Linux (checked for 2026.1 with `pip download
 # --only-binary=:all:` for cp312 manylinux: "no matching distribution"), only the sdist, so it is
