@@ -51,9 +51,9 @@ Record (``format`` 1; a new record never overwrites another):
       time(denominator kernel) / time(numerator kernel) from the medians,
   ratios_cpu_time: the same from the process CPU times (all threads; the better measure when
       other work shares the cores), ratios_min: from the fastest calls,
-  paper: the paper's claims (results/paper/speed.json) keyed by the ratio they correspond to —
-      the paper's "XNOR kernel" is ``xnor_paper``: {xnor_paper_vs_baseline: 23,
-      xnor_paper_vs_blas: 3.4, mlp_xnor_paper_vs_baseline: 7} (GTX 750, 8192³).
+  paper: the paper's three headline claims, read from results/paper/speed.json, keyed by the
+      ratio of this record they correspond to — the paper's "XNOR kernel" is ``xnor_paper``:
+      {xnor_paper_vs_baseline, xnor_paper_vs_blas, mlp_xnor_paper_vs_baseline} (GTX 750).
 
 Deviations from the original, recorded under ``conditions.deviations``: warm-up calls (on 1/20 of
 the images for the MLP) and the median of several timed calls instead of one cold run (the first
