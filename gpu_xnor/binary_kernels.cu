@@ -1,6 +1,8 @@
 // binary_kernels.cu -- the run-time kernels of BinaryNet (Hubara et al., NIPS 2016), after the
 // original Run-time/binary_kernels.cu (PAPER.md section 3.1), with its correctness limits fixed
-// (PAPER.md section 3.2, issues #16, #35) and an optimised XNOR GEMM added (issue #24).
+// (PAPER.md section 3.2, issues #16, #35) and our optimised XNOR GEMM added (issue #24).
+// In the benchmark's names (gpu_xnor/cuda.py): gemm is `baseline`, concatenate_* + xnor_gemm is
+// `xnor_paper`, concatenate_* + xnor_gemm_opt is `xnor` (ours).
 //
 // Layouts (all row-major, as the original):
 //   gemm:      C(m,k) = A(m,n) . B(n,k), float.
@@ -147,7 +149,8 @@ __global__ void xnor_gemm(const unsigned int* A, const unsigned int* B, float* C
         C[aRow * k + bCol] = (float)n_bits - 2.0f * (float)Cvalue;
 }
 
-// Optimised XNOR GEMM: what the original's author said his kernel lacked (issue #24): it is
+// Ours (`xnor`), the optimised XNOR GEMM: what the original's author said his kernel lacked
+// (issue #24): it is
 // shared-memory bound with one output per thread. Here
 //  - register tiling: a block of 16x16 threads computes a 128x128 tile of C, each thread an
 //    8x8 sub-tile, so every word read from shared memory feeds 8 XOR+popcounts, not 1;
@@ -254,20 +257,21 @@ __global__ void xnor_gemm_opt(const unsigned int* A, const unsigned int* B, floa
     }
 }
 
-// Batch norm with the stored statistics, then optionally sign, for the run-time MLP
-// (PAPER.md section 3.4): y = ((x + bias) - mean) * scale + beta with scale = gamma * inv_std
-// precomputed on the host, then y = (y >= 0 ? +1 : -1). x and y are (m, k); one thread per
-// element, launch block (256), grid ceil(m*k/256).
-__global__ void batchnorm_sign_kernel(const float* x, float* y, const float* bias,
-                                      const float* mean, const float* scale, const float* beta,
-                                      int m, int k, int apply_sign)
+// Batch norm + sign of the run-time MLP (SOURCES.md section 3.4) in threshold form:
+// y = (d[j] * x >= t[j]) ? +1 : -1 with d = +-1. The host (gpu_xnor/mlp.py, fold_sign) derives
+// (t, d) from the float32 batch-norm formula so that this equals sign(((x + b) - mean) * scale +
+// beta) for every float32 x; the product by +-1 and the comparison are exact, so the result is
+// the same bits as on the CPU for the same x (no fused multiply-add can change it).
+// x and y are (m, k), y may be x; one thread per element, launch block (256),
+// grid ceil(m*k/256).
+__global__ void threshold_sign_kernel(const float* x, float* y, const float* t, const float* d,
+                                      int m, int k)
 {
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)m * k)
         return;
     const int j = (int)(idx % k);
-    const float v = ((x[idx] + bias[j]) - mean[j]) * scale[j] + beta[j];
-    y[idx] = apply_sign ? (v >= 0.0f ? 1.0f : -1.0f) : v;
+    y[idx] = d[j] * x[idx] >= t[j] ? 1.0f : -1.0f;
 }
 
 }  // extern "C"

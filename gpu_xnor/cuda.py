@@ -1,5 +1,6 @@
-"""The run-time kernels on an NVIDIA GPU, through PyCUDA: the counterpart of the original
-``Run-time/binary_ops.py`` thunks (PAPER.md section 3.3), without Theano.
+"""The run-time kernels on an NVIDIA GPU, through PyCUDA, and the GPU device of the benchmark
+driver: the counterpart of the original ``Run-time/binary_ops.py`` thunks (SOURCES.md §3.3),
+without Theano.
 
 ``binary_kernels.cu`` is compiled once per process for the device's own architecture
 (``SourceModule(arch="sm_XY", no_extern_c=True)``) on the first call that needs the GPU;
@@ -7,21 +8,31 @@ importing this module imports nothing from PyCUDA, so ``import gpu_xnor.cuda`` w
 machine. The context is the device's primary context (``pycuda.autoprimaryctx``), which the CUDA
 runtime, and so cuBLAS, shares.
 
+The kernels, by the benchmark's names (the same on CPU and GPU, ``gpu_xnor/cpu.py``):
+  - ``baseline``: the paper's ``gemm``, 16×16 shared-memory tiles, one output per thread;
+  - ``xnor_paper``: packing of both operands + the paper's ``xnor_gemm`` (the same tiling over
+    32-bit words, one ``__popc`` per word pair);
+  - ``xnor``: packing of both operands + ours, ``xnor_gemm_opt`` (128×128 tiles per block,
+    8×8 outputs per thread in registers, 128-bit loads);
+  - ``blas``: one cuBLAS SGEMM with TF32 off; ``blas_tf32``: with TF32 tensor cores on.
+
 Two levels:
 
-- numpy in, numpy out, with the same signatures as ``gpu_xnor/cpu.py``: ``baseline_gemm(a, b)``,
-  ``pack_rows(a)``, ``pack_cols(b)``, ``xnor_gemm(pa, pb, k_bits)``, ``xnor_matmul(a, b)``,
-  ``xnor_matmul_opt(a, b)``, ``blas_gemm(a, b, tf32=False)``. Each copies its inputs to the
-  device and its result back explicitly.
-- ``*_dev`` variants on ``pycuda.gpuarray.GPUArray``s, for timing without the transfers.
+- numpy in, numpy out, with the names of ``gpu_xnor/cpu.py``: ``baseline_gemm(a, b)``,
+  ``pack_rows(a)``, ``pack_cols(b)``, ``xnor_gemm(pa, pb, k_bits)`` (ours),
+  ``xnor_gemm_paper(pa, pb, k_bits)``, ``xnor_matmul(a, b)`` (ours),
+  ``xnor_matmul_paper(a, b)``, ``blas_gemm(a, b, tf32=False)``, ``threshold_sign(s, t, d)``. Each
+  copies its inputs to the device and its result back explicitly.
+- ``*_dev`` variants on ``pycuda.gpuarray.GPUArray``s, which :class:`Device` times.
 
 Packing is 32-bit words as the original (cpu.py uses 64-bit words; packed arrays of the two
 modules are not interchangeable): ``pack_rows(a)`` of A(m, n) is (m, ceil(n/32)) uint32,
 ``pack_cols(b)`` of B(n, k) is (ceil(n/32), k) uint32, bit t of a word = (x >= 0) for element
 t of its group of 32, LSB first; tail bits are 0 in both operands, so they never mismatch and
-``xnor_gemm(pa, pb, k_bits)`` = k_bits - 2 popcount(pa ^ pb) is the exact +-1 product for any
-sizes. The optimised kernel wants the words padded to a multiple of 8 and B's columns to a
-multiple of 4 (zero padding, which adds no mismatches); ``xnor_matmul_opt`` does that.
+the XNOR kernels' k_bits − 2 popcount(pa ^ pb) is the exact ±1 product for any sizes. Ours wants
+the words padded to a multiple of 8 and B's columns to a multiple of 4 (zero padding, which adds
+no mismatches): ``xnor_matmul`` packs that way, and ``xnor_gemm`` pads packed operands given
+without it.
 """
 from __future__ import annotations
 
@@ -30,7 +41,9 @@ import ctypes.util
 import functools
 import glob
 import os
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +56,7 @@ PACK_THREADS = 64  # the original's packing block
 OPT_TILE = 128  # xnor_gemm_opt: outputs per block side (16 threads x 8)
 OPT_WORDS = 8  # xnor_gemm_opt: words per shared-memory tile (XNOR_OPT_BK)
 OPT_COLS = 4  # xnor_gemm_opt: B's row stride must be a multiple of this (uint4 loads)
-BN_THREADS = 256
+ELEMENTWISE_THREADS = 256
 
 _INSTALL_HINT = 'install PyCUDA with: pip install ".[gpu]"'
 
@@ -97,9 +110,9 @@ def pack_cols_launch(words: int, ldb: int) -> tuple[tuple[int, int, int],
     return (max(1, _ceil_div(words * ldb, PACK_THREADS)), 1, 1), (PACK_THREADS, 1, 1)
 
 
-def bn_launch(m: int, k: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(grid, block) for batchnorm_sign_kernel: one thread per element."""
-    return (max(1, _ceil_div(m * k, BN_THREADS)), 1, 1), (BN_THREADS, 1, 1)
+def threshold_launch(m: int, k: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(grid, block) for threshold_sign_kernel: one thread per element."""
+    return (max(1, _ceil_div(m * k, ELEMENTWISE_THREADS)), 1, 1), (ELEMENTWISE_THREADS, 1, 1)
 
 
 # ---- PyCUDA, imported and compiled on first use -------------------------------------------
@@ -117,7 +130,7 @@ class Kernels:
     concatenate_cols: object
     xnor_gemm: object
     xnor_gemm_opt: object
-    batchnorm_sign: object
+    threshold_sign: object
 
 
 @functools.lru_cache(maxsize=None)
@@ -140,7 +153,7 @@ def kernels() -> Kernels:
     f = module.get_function
     return Kernels(drv, gpuarray, device, arch, f("gemm"), f("concatenate_rows_kernel"),
                    f("concatenate_cols_kernel"), f("xnor_gemm"), f("xnor_gemm_opt"),
-                   f("batchnorm_sign_kernel"))
+                   f("threshold_sign_kernel"))
 
 
 def _check(x: np.ndarray, dtype, name: str) -> np.ndarray:
@@ -209,13 +222,13 @@ def pack_cols_dev(b, words: int | None = None, ldb: int | None = None):
     return out
 
 
-def xnor_gemm_dev(pa, pb, k_bits: int, out=None):
+def xnor_gemm_paper_dev(pa, pb, k_bits: int, out=None):
     """The paper's XNOR kernel on packed operands: C = k_bits - 2 popcount(pa ^ pb)."""
     K = kernels()
     _check_dev(pa, np.uint32, "pa")
     _check_dev(pb, np.uint32, "pb")
     (m, words), k = pa.shape, pb.shape[1]
-    _inner(words, pb.shape[0], "xnor_gemm")
+    _inner(words, pb.shape[0], "xnor_gemm_paper")
     if not 0 <= k_bits <= 32 * words:
         raise ValueError(f"gpu_xnor/cuda.py: k_bits={k_bits} does not fit {words} words")
     out = K.gpuarray.empty((m, k), np.float32) if out is None else out
@@ -225,15 +238,16 @@ def xnor_gemm_dev(pa, pb, k_bits: int, out=None):
     return out
 
 
-def xnor_gemm_opt_dev(pa, pb, k_bits: int, k: int, out=None):
-    """The optimised XNOR kernel: pa (m, words), pb (words, ldb), words % 8 == 0, ldb % 4 == 0."""
+def xnor_gemm_dev(pa, pb, k_bits: int, k: int, out=None):
+    """Ours, xnor_gemm_opt: pa (m, words), pb (words, ldb), words % 8 == 0, ldb % 4 == 0; the
+    first k columns of pb are the product's."""
     K = kernels()
     _check_dev(pa, np.uint32, "pa")
     _check_dev(pb, np.uint32, "pb")
     (m, words), ldb = pa.shape, pb.shape[1]
-    _inner(words, pb.shape[0], "xnor_gemm_opt")
+    _inner(words, pb.shape[0], "xnor_gemm")
     if words % OPT_WORDS or ldb % OPT_COLS or k > ldb:
-        raise ValueError(f"gpu_xnor/cuda.py: xnor_gemm_opt needs words % {OPT_WORDS} == 0, "
+        raise ValueError(f"gpu_xnor/cuda.py: xnor_gemm needs words % {OPT_WORDS} == 0, "
                          f"ldb % {OPT_COLS} == 0 and k <= ldb; got {words}, {ldb}, {k}")
     out = K.gpuarray.empty((m, k), np.float32) if out is None else out
     grid, block = opt_launch(m, k)
@@ -242,29 +256,35 @@ def xnor_gemm_opt_dev(pa, pb, k_bits: int, k: int, out=None):
     return out
 
 
-def xnor_matmul_dev(a, b, out=None):
+def xnor_matmul_paper_dev(a, b, out=None):
     """sign(A) . sign(B) as the original timed it: pack both operands, then xnor_gemm."""
+    n = _inner(a.shape[1], b.shape[0], "xnor_matmul_paper")
+    return xnor_gemm_paper_dev(pack_rows_dev(a), pack_cols_dev(b), n, out=out)
+
+
+def pack_weights_dev(b):
+    """B(n, k) packed for ours: (opt_words(n), opt_ldb(k)), the padding zero."""
+    n, k = b.shape
+    return pack_cols_dev(b, opt_words(n), opt_ldb(k))
+
+
+def xnor_matmul_dev(a, b, out=None, packed_b=None):
+    """sign(A) . sign(B), ours: pack both operands (padded; B not when ``packed_b`` is given, from
+    ``pack_weights_dev``), then xnor_gemm_opt."""
     n = _inner(a.shape[1], b.shape[0], "xnor_matmul")
-    return xnor_gemm_dev(pack_rows_dev(a), pack_cols_dev(b), n, out=out)
+    pb = pack_weights_dev(b) if packed_b is None else packed_b
+    return xnor_gemm_dev(pack_rows_dev(a, opt_words(n)), pb, n, b.shape[1], out=out)
 
 
-def xnor_matmul_opt_dev(a, b, out=None):
-    """sign(A) . sign(B): pack both operands (padded), then xnor_gemm_opt."""
-    n = _inner(a.shape[1], b.shape[0], "xnor_matmul_opt")
-    words, k = opt_words(n), b.shape[1]
-    return xnor_gemm_opt_dev(pack_rows_dev(a, words), pack_cols_dev(b, words, opt_ldb(k)), n, k,
-                             out=out)
-
-
-def batchnorm_sign_dev(x, bias, mean, scale, beta, sign: bool, out=None):
-    """y = ((x + bias) - mean) * scale + beta per column, then +-1 by (y >= 0) if ``sign``."""
+def threshold_sign_dev(s, t, d, out=None):
+    """+1 where d[j] * s >= t[j] (d = +-1), else -1: batch norm + sign in threshold form."""
     K = kernels()
-    _check_dev(x, np.float32, "x")
-    m, k = x.shape
+    _check_dev(s, np.float32, "s")
+    m, k = s.shape
     out = K.gpuarray.empty((m, k), np.float32) if out is None else out
-    grid, block = bn_launch(m, k)
-    K.batchnorm_sign(x.gpudata, out.gpudata, bias.gpudata, mean.gpudata, scale.gpudata,
-                     beta.gpudata, *_i32(m, k, int(sign)), grid=grid[:2], block=block)
+    grid, block = threshold_launch(m, k)
+    K.threshold_sign(s.gpudata, out.gpudata, t.gpudata, d.gpudata, *_i32(m, k), grid=grid[:2],
+                     block=block)
     return out
 
 
@@ -355,28 +375,49 @@ def pack_cols(b: np.ndarray) -> np.ndarray:
     return pack_cols_dev(_to_gpu(_check(b, np.float32, "b"))).get()
 
 
-def xnor_gemm(pa: np.ndarray, pb: np.ndarray, k_bits: int) -> np.ndarray:
-    """k_bits - 2 popcount(pa ^ pb): the exact +-1 product of the packed operands."""
+def xnor_gemm_paper(pa: np.ndarray, pb: np.ndarray, k_bits: int) -> np.ndarray:
+    """k_bits - 2 popcount(pa ^ pb) with the paper's kernel: the exact +-1 product."""
     pa, pb = _check(pa, np.uint32, "pa"), _check(pb, np.uint32, "pb")
-    return xnor_gemm_dev(_to_gpu(pa), _to_gpu(pb), int(k_bits)).get()
+    return xnor_gemm_paper_dev(_to_gpu(pa), _to_gpu(pb), int(k_bits)).get()
+
+
+def xnor_gemm(pa: np.ndarray, pb: np.ndarray, k_bits: int, n: int | None = None) -> np.ndarray:
+    """The same with ours; operands not padded for it are padded with zero words and columns.
+    ``n``: the product's columns (default: pb's)."""
+    pa, pb = _check(pa, np.uint32, "pa"), _check(pb, np.uint32, "pb")
+    _inner(pa.shape[1], pb.shape[0], "xnor_gemm")
+    n = pb.shape[1] if n is None else n
+    words = _ceil_div(max(pa.shape[1], 1), OPT_WORDS) * OPT_WORDS
+    pa = np.pad(pa, ((0, 0), (0, words - pa.shape[1])))
+    pb = np.pad(pb, ((0, words - pb.shape[0]), (0, opt_ldb(pb.shape[1]) - pb.shape[1])))
+    return xnor_gemm_dev(_to_gpu(pa), _to_gpu(pb), int(k_bits), n).get()
 
 
 def xnor_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """sign(A) . sign(B) (sign(0) = +1) with the paper's packing and XNOR kernels."""
+    """sign(A) . sign(B) (sign(0) = +1), ours: padded packing + xnor_gemm_opt."""
     a, b = _check(a, np.float32, "a"), _check(b, np.float32, "b")
     return xnor_matmul_dev(_to_gpu(a), _to_gpu(b)).get()
 
 
-def xnor_matmul_opt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """sign(A) . sign(B) with the register-tiled XNOR kernel."""
+def xnor_matmul_paper(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sign(A) . sign(B) with the paper's packing and XNOR kernels."""
     a, b = _check(a, np.float32, "a"), _check(b, np.float32, "b")
-    return xnor_matmul_opt_dev(_to_gpu(a), _to_gpu(b)).get()
+    return xnor_matmul_paper_dev(_to_gpu(a), _to_gpu(b)).get()
 
 
 def blas_gemm(a: np.ndarray, b: np.ndarray, tf32: bool = False) -> np.ndarray:
     """A(m,n) . B(n,k) with cuBLAS SGEMM (TF32 tensor cores if ``tf32``)."""
     a, b = _check(a, np.float32, "a"), _check(b, np.float32, "b")
     return blas_gemm_dev(_to_gpu(a), _to_gpu(b), tf32=tf32).get()
+
+
+def threshold_sign(s: np.ndarray, t: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """+1 where d·s >= t per column (d = +-1), else -1."""
+    s = _check(s, np.float32, "s")
+    t, d = (np.ascontiguousarray(v, np.float32).reshape(-1) for v in (t, d))
+    if t.shape != (s.shape[1],) or d.shape != (s.shape[1],):
+        raise ValueError(f"gpu_xnor/cuda.py: threshold_sign: t and d must have {s.shape[1]} values")
+    return threshold_sign_dev(_to_gpu(s), _to_gpu(t), _to_gpu(d)).get()
 
 
 def device_info() -> dict:
@@ -394,3 +435,117 @@ def device_info() -> dict:
             "driver_cuda": version(drv.get_driver_version()),
             "pycuda_built_for_cuda": ".".join(map(str, drv.get_version())),
             "pycuda": pycuda.VERSION_TEXT}
+
+
+def nvidia_smi() -> dict:
+    """The GPU's name, driver, clocks and power limit as nvidia-smi reports them, for records."""
+    q = "name,driver_version,clocks.max.sm,clocks.sm,power.limit"
+    try:
+        line = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20).stdout.splitlines()[0]
+        return dict(zip(q.split(","), (v.strip() for v in line.split(","))))
+    except (OSError, IndexError, subprocess.SubprocessError) as e:
+        return {"nvidia_smi": f"unavailable ({e})"}
+
+
+# ---- the device of the driver ---------------------------------------------------------------
+
+class Device:
+    """The GPU part of the benchmark driver (``bench.py``, ``mlp.forward``): a timer and the
+    kernels, on device arrays (the names and the contract of ``gpu_xnor.cpu.Device``)."""
+
+    name = "gpu"
+    #: ``xnor_gemm_only`` is ours on operands packed beforehand.
+    gemm_kernels = ("baseline", "xnor_paper", "xnor", "xnor_gemm_only", "blas", "blas_tf32")
+    mlp_kernels = ("baseline", "xnor_paper", "xnor", "blas", "blas_tf32")
+
+    def __init__(self):
+        self.K = kernels()
+        cublas()  # handle creation outside the timers, as benchmark-cublas.cu
+
+    def info(self) -> dict:
+        return {**device_info(), **nvidia_smi()}
+
+    def time(self, fn):
+        """Wall clock between two context synchronisations around one call (the original's
+        timing: ``time.time()`` / ``std::chrono`` around launch + synchronize), and the
+        process's CPU time."""
+        drv = self.K.drv
+        drv.Context.synchronize()
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = fn()
+        drv.Context.synchronize()
+        return out, time.perf_counter() - t0, time.process_time() - c0
+
+    def upload(self, x: np.ndarray):
+        return self.K.gpuarray.to_gpu(np.ascontiguousarray(x, dtype=np.float32))
+
+    def download(self, x) -> np.ndarray:
+        return x.get()
+
+    def gemm_calls(self, a: np.ndarray, b: np.ndarray) -> dict:
+        """The timed calls on device copies of a (m, n) and b (n, k), with preallocated outputs
+        and packed buffers (allocation is not timed, as benchmark-cublas.cu)."""
+        gpuarray = self.K.gpuarray
+        a, b = self.upload(a), self.upload(b)
+        (m, n), k = a.shape, b.shape[1]
+        out = {name: gpuarray.empty((m, k), np.float32) for name in self.gemm_kernels}
+        words, owords, oldb = words_for(n), opt_words(n), opt_ldb(k)
+        pa, pb = gpuarray.empty((m, words), np.uint32), gpuarray.empty((words, k), np.uint32)
+        opa, opb = gpuarray.empty((m, owords), np.uint32), gpuarray.empty((owords, oldb), np.uint32)
+        i32 = np.int32
+
+        def pack(words_, ldb, pa_, pb_):
+            K = self.K
+            grid, block = pack_rows_launch(m, words_)
+            K.concatenate_rows(a.gpudata, pa_.gpudata, i32(m), i32(n), i32(words_),
+                               grid=grid[:2], block=block)
+            grid, block = pack_cols_launch(words_, ldb)
+            K.concatenate_cols(b.gpudata, pb_.gpudata, i32(n), i32(k), i32(words_), i32(ldb),
+                               grid=grid[:2], block=block)
+
+        def xnor_paper():
+            pack(words, k, pa, pb)
+            return xnor_gemm_paper_dev(pa, pb, n, out=out["xnor_paper"])
+
+        def xnor():
+            pack(owords, oldb, opa, opb)
+            return xnor_gemm_dev(opa, opb, n, k, out=out["xnor"])
+
+        pack(owords, oldb, opa, opb)  # xnor_gemm_only's operands
+        return {"baseline": lambda: baseline_gemm_dev(a, b, out=out["baseline"]),
+                "xnor_paper": xnor_paper,
+                "xnor": xnor,
+                "xnor_gemm_only": lambda: xnor_gemm_dev(opa, opb, n, k, out=out["xnor_gemm_only"]),
+                "blas": lambda: blas_gemm_dev(a, b, tf32=False, out=out["blas"]),
+                "blas_tf32": lambda: blas_gemm_dev(a, b, tf32=True, out=out["blas_tf32"])}
+
+    def prepare(self, blocks) -> list[dict]:
+        """sign(W), ours' packed sign(W) and the thresholds, resident on the device (the original
+        loaded its parameters once into shared variables)."""
+        prepared = []
+        for blk in blocks:
+            wb = self.upload(blk.wb)
+            prepared.append({"wb": wb, "packed": pack_weights_dev(wb), "t": self.upload(blk.t),
+                             "d": self.upload(blk.d)})
+        return prepared
+
+    def layer1(self, x, w):
+        return baseline_gemm_dev(x, w["wb"])
+
+    def product(self, kernel: str, h, w):
+        if kernel == "baseline":
+            return baseline_gemm_dev(h, w["wb"])
+        if kernel == "xnor_paper":  # the weights packed again on every call, as the original
+            return xnor_matmul_paper_dev(h, w["wb"])
+        if kernel == "xnor":
+            return xnor_matmul_dev(h, w["wb"], packed_b=w["packed"])
+        if kernel in ("blas", "blas_tf32"):
+            return blas_gemm_dev(h, w["wb"], tf32=kernel == "blas_tf32")
+        raise ValueError(f"gpu_xnor/cuda.py: kernel must be one of {self.mlp_kernels}, got {kernel!r}")
+
+    def sign(self, s, w):
+        return threshold_sign_dev(s, w["t"], w["d"], out=s)
+
+    def layer1_alg4(self, P, w):
+        raise ValueError("gpu_xnor/cuda.py: Algorithm 4's layer 1 is implemented on the CPU only")

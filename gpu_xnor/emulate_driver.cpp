@@ -119,14 +119,13 @@ int main(int argc, char** argv)
         emu::launch(grid, block, xnor_gemm_opt, pa, pb, c, (int)m, (int)words, (int)k, (int)ldb,
                     (int)n_bits);
         write(dir, "c.f32", c, m * k);
-    } else if (kernel == "batchnorm_sign_kernel") {  // m k sign: x.f32, bn.f32 (4,k) -> y.f32
-        need(3);
-        const long m = v[0], k = v[1], sign = v[2];
+    } else if (kernel == "threshold_sign_kernel") {  // m k: x.f32 (m,k), td.f32 (2,k) -> y.f32
+        need(2);
+        const long m = v[0], k = v[1];
         float* x = read<float>(dir, "x.f32", m * k);
-        float* bn = read<float>(dir, "bn.f32", 4 * k);
+        float* td = read<float>(dir, "td.f32", 2 * k);
         float* y = alloc<float>(m * k);
-        emu::launch(grid, block, batchnorm_sign_kernel, x, y, bn, bn + k, bn + 2 * k, bn + 3 * k,
-                    (int)m, (int)k, (int)sign);
+        emu::launch(grid, block, threshold_sign_kernel, x, y, td, td + k, (int)m, (int)k);
         write(dir, "y.f32", y, m * k);
     } else {
         std::fprintf(stderr, "emulate_driver: unknown kernel %s\n", kernel.c_str());

@@ -1,12 +1,15 @@
 """PyTensor Ops for the run-time kernels: the counterpart of the original ``binary_ops.py``.
 
-As there (PAPER.md §3.3): ``BaselineGemm`` and ``XnorGemm`` compute C = A·B for float32 matrices,
-inference only (no gradient), with the work done outside PyTensor's C back end: ``perform`` calls
-the numpy-level functions of ``gpu_xnor.cpu`` (``device="cpu"``) or of ``gpu_xnor.cuda``
-(``device="gpu"``, imported only then), which have the same signatures. ``XnorGemm`` packs both
-operands on every call, as the original did; ``XnorGemmPacked`` takes the weights already packed
-(by the same device module's ``pack_cols``), which is what a deployed network would do. Unlike the
-original, any sizes work (no multiple-of-16/512 asserts, §3.2): the kernels pad the tails.
+As there (SOURCES.md §3.3): the Ops compute C = A·B for float32 matrices, inference only (no
+gradient), with the work done outside PyTensor's C back end: ``perform`` calls the numpy-level
+functions of ``gpu_xnor.cpu`` (``device="cpu"``) or of ``gpu_xnor.cuda`` (``device="gpu"``,
+imported only then), which have the same names. In the benchmark's vocabulary:
+``BaselineGemm`` is ``baseline`` (the original's ``Gemm`` Op), ``XnorGemmPaper`` is ``xnor_paper``
+(the original's ``XnorGemm`` Op: both operands packed on every call, then the paper's kernel),
+``XnorGemm`` is ``xnor`` (ours, both operands packed on every call), and ``XnorGemmPacked`` is
+ours with the weights already packed (by the same device module's ``pack_cols``), which is what a
+deployed network would do. Unlike the original, any sizes work (no multiple-of-16/512 asserts,
+SOURCES.md §3.2): the kernels pad the tails.
 """
 from __future__ import annotations
 
@@ -63,8 +66,15 @@ class BaselineGemm(_Gemm):
         output_storage[0][0] = kernels(self.device).baseline_gemm(*inputs)
 
 
+class XnorGemmPaper(_Gemm):
+    """C = sign(A)·sign(B) (sign(0) = +1): both packed per call, then the paper's XNOR kernel."""
+
+    def perform(self, node, inputs, output_storage):
+        output_storage[0][0] = kernels(self.device).xnor_matmul_paper(*inputs)
+
+
 class XnorGemm(_Gemm):
-    """C = sign(A)·sign(B) (sign(0) = +1): both packed per call, then the XNOR-popcount GEMM."""
+    """C = sign(A)·sign(B) (sign(0) = +1): both packed per call, then our XNOR kernel."""
 
     def perform(self, node, inputs, output_storage):
         output_storage[0][0] = kernels(self.device).xnor_matmul(*inputs)

@@ -7,6 +7,7 @@ the original's float32 division. All three happen only where the user has not se
 happen before PyTensor is first imported, which is why they live here.
 """
 import os
+import sys
 from pathlib import Path
 
 
@@ -27,6 +28,17 @@ def _configure_pytensor_defaults() -> None:
     if extra:
         os.environ["PYTENSOR_FLAGS"] = ",".join([f for f in [flags, *extra] if f])
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
+
+
+def look_past_the_current_folder() -> None:
+    """For the entry points that import the ``results`` package (``python -m reproduction``,
+    ``python -m gpu_xnor``): ``python -m`` puts the current folder first on ``sys.path``. Where that
+    folder holds a ``results/`` that is not the package (what the programs write: ``results/runs``),
+    Python would import it as an empty namespace package ahead of an editable install's ``results``;
+    so the current folder leaves the path, unless it is a checkout (its ``results/`` is the package)."""
+    here = Path.cwd()
+    if (here / "results").is_dir() and not (here / "results" / "__init__.py").exists():
+        sys.path[:] = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != str(here)]
 
 
 _configure_pytensor_defaults()

@@ -25,13 +25,14 @@ import h5py
 import numpy as np
 
 from .files import atomic_output, to_json
-from .layers import BatchNorm, _BinaryLayer
 
 BLOCK_KEYS = ("W", "b", "beta", "gamma", "mean", "inv_std")
 
 
 def blocks(layers):
     """The parameters grouped per block: [{"W": shared, "b": shared, "beta": ..., ...}, ...]."""
+    from .layers import BatchNorm, _BinaryLayer   # here: reading params.h5 needs no PyTensor (gpu_xnor)
+
     out = []
     for layer in layers:
         if isinstance(layer, _BinaryLayer):

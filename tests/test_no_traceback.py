@@ -61,16 +61,16 @@ def test_diff_from_a_folder_holding_results_runs(tmp_path):
 
 
 def test_the_current_folder_leaves_the_path_only_when_its_results_is_not_the_package(tmp_path, monkeypatch):
-    import reproduction.__main__ as entry
+    import reproduction as entry
 
     (tmp_path / "results").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [str(tmp_path), "", "/elsewhere"])
-    entry._look_past_the_current_folder()
+    entry.look_past_the_current_folder()
     assert sys.path == ["/elsewhere"]
     (tmp_path / "results" / "__init__.py").write_text("")    # a checkout: its results/ is the package
     monkeypatch.setattr(sys, "path", [str(tmp_path), "/elsewhere"])
-    entry._look_past_the_current_folder()
+    entry.look_past_the_current_folder()
     assert sys.path == [str(tmp_path), "/elsewhere"]
 
 

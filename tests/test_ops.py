@@ -18,13 +18,14 @@ def test_ops_in_a_compiled_function_equal_the_float_product():
     w = pm1(rng, (129, 40))
     a, b = pt.matrix("a", dtype="float32"), pt.matrix("b", dtype="float32")
     packed = pytensor.shared(ops.pack_weights(w), name="w_packed")
-    f = pytensor.function([a, b], [ops.BaselineGemm()(a, b), ops.XnorGemm()(a, b),
+    f = pytensor.function([a, b], [ops.BaselineGemm()(a, b), ops.XnorGemmPaper()(a, b), ops.XnorGemm()(a, b),
                                    ops.XnorGemmPacked()(a, packed), ops.XnorGemm()(a, b).shape],
                           mode="CVM")
     x = pm1(rng, (23, 129))
-    base, xnor, xnor_packed, shape = f(x, w)
-    for out in (base, xnor, xnor_packed):
-        assert out.dtype == np.float32 and np.array_equal(out, x @ w)
+    *outs, shape = f(x, w)
+    want = (x.astype(np.int64) @ w.astype(np.int64)).astype(np.float32)
+    for out in outs:
+        assert out.dtype == np.float32 and np.array_equal(out, want)
     assert tuple(shape) == (23, 40)
 
 
@@ -57,8 +58,11 @@ def test_gpu_ops_use_the_cuda_module():
     except Exception as e:  # no driver or no GPU
         pytest.skip(f"no usable CUDA device: {e}")
     rng = np.random.default_rng(2)
-    x, w = pm1(rng, (16, 512)), pm1(rng, (512, 32))
+    x, w = pm1(rng, (16, 500)), pm1(rng, (500, 30))
     a, b = pt.matrix("a", dtype="float32"), pt.matrix("b", dtype="float32")
-    f = pytensor.function([a, b], [ops.BaselineGemm("gpu")(a, b), ops.XnorGemm("gpu")(a, b)], mode="CVM")
+    packed = pytensor.shared(ops.pack_weights(w, "gpu"), name="w_packed")
+    f = pytensor.function([a, b], [ops.BaselineGemm("gpu")(a, b), ops.XnorGemmPaper("gpu")(a, b),
+                                   ops.XnorGemm("gpu")(a, b), ops.XnorGemmPacked("gpu")(a, packed)],
+                          mode="CVM")
     for out in f(x, w):
         assert np.array_equal(out, x @ w)
