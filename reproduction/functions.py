@@ -3,6 +3,7 @@ dictionary with its two optimizers, the test graph's outputs, and the list of ev
 checkpoint must hold. The programs put them together in plain sight, as the original scripts did;
 ``compile_functions`` does the same in one call for tests and benchmarks.
 """
+import warnings
 from dataclasses import dataclass
 
 import pytensor
@@ -14,6 +15,12 @@ from .loss import error_rate, squared_hinge
 from .updates import adam, clipping_scaling, shift_adamax
 
 OPTIMIZERS = {"adam": adam, "shift_adamax": shift_adamax}
+
+# PyTensor's JAX back end compiles a function with private copies of its shared random generators
+# and says so at every compile. That copy is the state we rely on: the training function's own
+# storage, which checkpoints save and restore (``rng_containers``). Only this message is ignored.
+warnings.filterwarnings("ignore", message=r"The RandomType SharedVariables .* will not be used in the compiled JAX "
+                        r"graph\. Instead a copy will be used\.", category=UserWarning)
 
 
 @dataclass

@@ -132,6 +132,16 @@ def test_resume_with_more_epochs_continues_on_the_original_schedule(tmp_path, ca
     assert record["hyperparameters"]["LR_decay"] == pytest.approx(1e-4)
 
 
+@needs_mnist
+def test_a_plain_run_prints_no_warning(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mnist", "--data-dir", str(MNIST_DIR), "--epochs", "1",
+                          "--train-size", "500", "--valid-size", "100", "--test-size", "100", "--units", "32",
+                          "--out", str(tmp_path / "r"), "--progress", "lines", "--mode", "JAX"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "Warning" not in out.stderr and "warn" not in out.stderr, out.stderr
+
+
 def test_the_program_sets_float32_before_pytensor_loads():
     # `python -m mnist` imports its module first, before any test's conftest could set PyTensor up.
     out = subprocess.run([sys.executable, "-c", "import mnist.__main__, pytensor; print(pytensor.config.floatX)"],
