@@ -448,6 +448,8 @@ def check_combinations(args: argparse.Namespace, recipe_values: dict) -> None:
                                   "reads it (--optimizer adamax_binary_clip_shift)")
     if getattr(args, "stochastic_neurons", False) and getattr(args, "activation", None) != "binarized_neurons":
         raise OptionError("--stochastic_neurons: needs --activation binarized_neurons (the Torch7 code's neurons)")
+    if getattr(args, "gcn_zca", False) and getattr(args, "preprocessing", "pixels") != "pixels":
+        raise OptionError(f"--gcn-zca with --preprocessing {args.preprocessing}: choose one data preparation")
     dataset_choices = PREPROCESSING.get(getattr(args, "dataset", None) or "", CHOICES["preprocessing"])
     if "preprocessing" in recipe_values and args.preprocessing not in dataset_choices:
         raise OptionError(f"--preprocessing {args.preprocessing}: this program has {', '.join(dataset_choices)}")
