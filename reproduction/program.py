@@ -170,6 +170,8 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         line = f"error: {message}"
+        if len(line) > 100 and " (choose from " in line:   # the choices are in --help
+            line = line[:line.index(" (choose from ")]
         hint = f" (see {self.prog} --help)"
         self.exit(EXIT_USAGE, line + (hint if len(line + hint) <= 100 else "") + "\n")
 

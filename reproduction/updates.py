@@ -149,6 +149,16 @@ def adam(loss_or_grads, params, learning_rate, beta1=0.9, beta2=0.999, epsilon=1
     return updates
 
 
+def _adamax_constants(learning_rate, beta1, beta2, name):
+    """What both shift-based AdaMax forms share: float32 beta1, beta2 and 1 - beta1 (rounded once
+    from the double), the step counter t (its previous value, a shared float32) and the step size
+    AP2(lr / (1 - beta1^t)) of this step."""
+    b1, b2 = float32_constant(beta1, f"{name}.beta1"), float32_constant(beta2, f"{name}.beta2")
+    c1 = float32_constant(1 - beta1, f"{name}.1-beta1")
+    t_prev = pytensor.shared(np.float32(0), name=f"{name}.t")
+    return b1, b2, c1, t_prev, ap2(learning_rate / (1 - b1 ** (t_prev + 1)))
+
+
 def shift_adamax(loss_or_grads, params, learning_rate, beta1=0.9, beta2=0.999, epsilon=2.0**-27,
                  name="shift_adamax"):
     """Shift-based AdaMax, the paper's Algorithm 3 (the Torch7 code's ``adaMax_binary_clip_shift``)::
@@ -160,12 +170,8 @@ def shift_adamax(loss_or_grads, params, learning_rate, beta1=0.9, beta2=0.999, e
     Every multiplication by an AP2 value is a shift. Not used by the Theano experiments.
     """
     grads = _grads(loss_or_grads, params)
-    b1, b2 = float32_constant(beta1, f"{name}.beta1"), float32_constant(beta2, f"{name}.beta2")
-    c1 = float32_constant(1 - beta1, f"{name}.1-beta1")
+    b1, b2, c1, t_prev, step_size = _adamax_constants(learning_rate, beta1, beta2, name)
     eps = np.float32(epsilon)  # a power of two: exact as a literal
-    t_prev = pytensor.shared(np.float32(0), name=f"{name}.t")
-    t = t_prev + 1
-    step_size = ap2(learning_rate / (1 - b1 ** t))
     updates = OrderedDict()
     for param, g in zip(params, grads):
         m_prev = _zeros_like(param, f"{name}.m.{param.name}")
@@ -175,7 +181,7 @@ def shift_adamax(loss_or_grads, params, learning_rate, beta1=0.9, beta2=0.999, e
         updates[m_prev] = m
         updates[v_prev] = v
         updates[param] = (param - step_size * m * ap2(1.0 / (v + eps))).astype(param.dtype)
-    updates[t_prev] = t
+    updates[t_prev] = t_prev + 1
     return updates
 
 
@@ -200,12 +206,8 @@ def adamax_binary_clip_shift(loss_or_grads, params, learning_rate, scales, clipp
     respect to its binarized value).
     """
     grads = _grads(loss_or_grads, params)
-    b1, b2 = float32_constant(beta1, f"{name}.beta1"), float32_constant(beta2, f"{name}.beta2")
-    c1 = float32_constant(1 - beta1, f"{name}.1-beta1")
+    b1, b2, c1, t_prev, step_size = _adamax_constants(learning_rate, beta1, beta2, name)
     eps = np.float32(epsilon)  # a power of two: exact as a literal
-    t_prev = pytensor.shared(np.float32(0), name=f"{name}.t")
-    t = t_prev + 1
-    step_size = ap2(learning_rate / (1 - b1 ** t))
     updates = OrderedDict()
     for param, g, scale, clip in zip(params, grads, scales, clipped):
         m_prev = _zeros_like(param, f"{name}.m.{param.name}")
@@ -218,7 +220,7 @@ def adamax_binary_clip_shift(loss_or_grads, params, learning_rate, scales, clipp
         updates[m_prev] = m
         updates[v_prev] = v
         updates[param] = new.astype(param.dtype)
-    updates[t_prev] = t
+    updates[t_prev] = t_prev + 1
     return updates
 
 
