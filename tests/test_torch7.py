@@ -255,3 +255,25 @@ def test_donating_buffers_in_jax_changes_no_number():
         results.append((losses, evaluated, [np.array(v.get_value()) for v in f.state]))
     assert results[0][:2] == results[1][:2]
     assert all(np.array_equal(a, b) for a, b in zip(results[0][2], results[1][2]))
+
+
+AP2_MODES = ["CVM", "FAST_COMPILE"] + [m for m, pkg in (("NUMBA", "numba"), ("JAX", "jax"))
+                                       if importlib.util.find_spec(pkg)]
+
+
+@pytest.mark.parametrize("mode", AP2_MODES)
+def test_ap2_rounds_the_exact_log2_in_every_back_end(mode):
+    from reproduction.shift import ap2
+
+    bits = np.uint32([0x3FB504F3, 0x3FB504F4, 0x3F3504F3, 0x3F3504F4])   # either side of sqrt(2), sqrt(1/2)
+    v = np.concatenate([F32([0.0, -0.0, 1.0, -1.0, 3.0, -3.0, 0.7, 5.0, 2.0 ** -27, np.inf, -np.inf]),
+                        np.frombuffer(bits.tobytes(), F32)])
+    expected = F32([0.0, -0.0, 1.0, -1.0, 4.0, -4.0, 0.5, 4.0, 2.0 ** -27, np.inf, -np.inf, 1.0, 2.0, 0.5, 1.0])
+    rng = np.random.RandomState(5)
+    wide = (rng.randn(20000) * 2.0 ** rng.randint(-60, 60, 20000)).astype(F32)   # normal floats only
+    x = pt.vector(dtype="float32")
+    f = pytensor.function([x], ap2(x * 1.0), mode=mode)
+    assert np.array_equal(f(v), expected) and np.signbit(f(v)[1])
+    exact = np.sign(wide) * np.exp2(np.floor(np.log2(np.abs(wide).astype(np.float64)) + 0.5))   # float64 log2
+    assert np.array_equal(f(wide), exact.astype(F32))
+    assert np.array_equal(ap2_numpy(wide), exact)
