@@ -342,14 +342,7 @@ def _number_above_zero(v, word):
 
 
 def _lr_scale(v):
-    if v in ("Glorot", "Glorot_pow2"):
-        return None
-    try:
-        x = float(v)
-    except ValueError:
-        return "must be Glorot, Glorot_pow2 or a number above 0"
-    if not (math.isfinite(x) and x > 0):
-        return "must be Glorot, Glorot_pow2 or a number above 0"
+    return None if v in ("Glorot", "Glorot_pow2") else _number_above_zero(v, "Glorot, Glorot_pow2")
 
 
 def _seed(v):
