@@ -16,7 +16,7 @@ import pytensor
 
 from reproduction import program
 from reproduction.dataset import standardized
-from reproduction.functions import compile_mode, functions, symbolic_inputs, test_outputs, training_updates
+from reproduction.functions import functions, symbolic_inputs, test_outputs, training_updates
 from reproduction.layers import DenseLayer, Dropout, Pass, activation_layer, batch_norm_layer, forward
 from reproduction.loss import squared_hinge
 from reproduction.train import train
@@ -132,8 +132,8 @@ def main(argv=None):
             train_pass = Pass(deterministic=False)
             loss = squared_hinge(forward(mlp, x, train_pass), t)
             updates = training_updates(mlp, loss, train_pass, LR, c.optimizer, **program.lr_vector_options(c))
-            train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=compile_mode(c.mode))
-            val_fn = pytensor.function([x, t], test_outputs(mlp, x, t), mode=compile_mode(c.mode))
+            train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
+            val_fn = pytensor.function([x, t], test_outputs(mlp, x, t), mode=c.mode)
 
             run = program.make_run(c, "mnist", program.hyperparameters(c, program.recipe(globals()), splits,
                                                                        LR_decay=LR_decay), save_npz=not c.no_npz)

@@ -11,7 +11,7 @@ import numpy as np
 import pytensor
 
 from . import binarize, program
-from .functions import compile_mode, functions, symbolic_inputs, test_outputs, training_updates
+from .functions import functions, symbolic_inputs, test_outputs, training_updates
 from .layers import (BinarizedNeurons, Conv2DLayer, DenseLayer, MaxPool2x2, Nonlinearity, Pass, batch_norm_layer,
                      forward)
 from .loss import squared_hinge
@@ -90,8 +90,8 @@ def main(dataset: str, doc: str, recipe: dict, load_data, argv=None):
             train_pass = Pass(deterministic=False)
             loss = squared_hinge(forward(cnn, x, train_pass), t)
             updates = training_updates(cnn, loss, train_pass, LR, c.optimizer, **program.lr_vector_options(c))
-            train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=compile_mode(c.mode))
-            val_fn = pytensor.function([x, t], test_outputs(cnn, x, t), mode=compile_mode(c.mode))
+            train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
+            val_fn = pytensor.function([x, t], test_outputs(cnn, x, t), mode=c.mode)
 
             run = program.make_run(c, dataset, program.hyperparameters(c, recipe, splits, LR_decay=LR_decay))
             train(functions(train_fn, val_fn, cnn), cnn, splits, run, rng=rng, batch_size=c.batch_size,

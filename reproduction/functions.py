@@ -27,52 +27,6 @@ class Functions:
     rngs: list         # the training function's random-generator storage (dropout, stochastic binarization)
 
 
-def compile_mode(mode):
-    """The PyTensor mode to compile with: ``mode`` itself, except "JAX", which becomes JAX with the
-    buffers of every updated shared variable donated to the step (``jax.jit(donate_argnums=...)``),
-    so that XLA updates parameters and optimizer states in place. Without donation every step
-    allocates fresh output buffers for all of them, and on a CPU the page faults of those
-    allocations cost more than the arithmetic: 10 million float32 updated by ``x * c`` took 26 ms
-    a call without donation and 1.5 ms with it (2-core Xeon, jax 0.10.2), which made up most of the
-    Torch7 MNIST step. The numbers computed are the same (tests/test_torch7.py)."""
-    if mode != "JAX":
-        return mode
-    from pytensor.compile.mode import Mode
-    from pytensor.graph.rewriting.db import RewriteDatabaseQuery
-
-    return Mode(_DonatingJAXLinker(), RewriteDatabaseQuery(include=["fast_run", "jax"]))
-
-
-def _donating_jax_linker_class():
-    from pytensor.link.jax.linker import JAXLinker
-
-    class DonatingJAXLinker(JAXLinker):
-        """PyTensor's JAX linker, donating the inputs that the function's updates replace. A donated
-        buffer is invalid after the call; PyTensor stores the update into the shared variable's
-        container right away, and ``get_value()`` hands out copies, so no one sees the old one."""
-
-        def jit_compile(self, fn):
-            import jax
-
-            updated = set((getattr(self.fgraph, "update_mapping", None) or {}).values())
-            donate = tuple(i for i, v in enumerate(self.fgraph.inputs)
-                           if i in updated and i not in self.scalar_shape_inputs
-                           and not isinstance(v.type, RandomType))
-            if not donate:
-                return super().jit_compile(fn)
-            jit_fn = jax.jit(fn, static_argnums=self.scalar_shape_inputs, donate_argnums=donate)
-            if not self.scalar_shape_inputs:
-                return jit_fn
-            static = set(self.scalar_shape_inputs)
-            return lambda *args: jit_fn(*(int(a) if i in static else a for i, a in enumerate(args)))
-
-    return DonatingJAXLinker
-
-
-def _DonatingJAXLinker():
-    return _donating_jax_linker_class()()
-
-
 def symbolic_inputs(input_shape):
     """The inputs of both functions: a batch of images, its ±1 one-hot targets, the learning rate.
     ``input_shape`` is one example's shape, e.g. (1, 28, 28): giving it statically lets the image
@@ -163,8 +117,8 @@ def compile_functions(layers, input_shape, *, optimizer="adam", mode=None, **lr_
     loss = squared_hinge(forward(layers, x, train_pass), t)
     train_fn = pytensor.function([x, t, LR], loss,
                                  updates=training_updates(layers, loss, train_pass, LR, optimizer, **lr_vector),
-                                 mode=compile_mode(mode))
-    return functions(train_fn, pytensor.function([x, t], test_outputs(layers, x, t), mode=compile_mode(mode)), layers)
+                                 mode=mode)
+    return functions(train_fn, pytensor.function([x, t], test_outputs(layers, x, t), mode=mode), layers)
 
 
 def rng_containers(function):

@@ -10,7 +10,8 @@ log2 |z| = e + log2 m rounds to e when m >= sqrt(1/2) and to e - 1 below (log2 m
 float32 mantissa nearest below sqrt(2) (a float32 log rounds its log2 to exactly k + 1/2); we take
 the exact rule. Being an elementwise scalar op of its own (C, Numba and JAX implementations), it
 costs a fraction of a log2 and an exp2: 10 million float32 in 3.8 ms instead of 13.1 ms with JAX
-on 2 cores, which is a tenth of the Torch7 MNIST step, whose optimizer rounds every v.
+on 2 cores. The Torch7 MNIST step rounds every parameter's v: its median went from 0.070 s to
+0.060 s (JAX, batch 100, 2-core Xeon, the two compiled side by side and timed in turns).
 """
 import functools
 import math

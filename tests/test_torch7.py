@@ -6,7 +6,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from reproduction.functions import compile_mode, lr_vector
+from reproduction.functions import lr_vector
 from reproduction.layers import BatchNormTorch7, BinarizedNeurons, Pass, ShiftBatchNormTorch7
 from reproduction.shift import ap2_numpy
 from reproduction.updates import adamax_binary_clip_shift, halving_learning_rates, torch7_lr_scale
@@ -227,34 +227,6 @@ def test_torch7_dense_init_draws_w_on_minus_one_one_and_the_bias_on_the_fan_in()
     layer = DenseLayer(400, 300, rng=np.random.RandomState(0), init="torch7")
     W, b = layer.W.get_value(), layer.b.get_value()
     assert 0.99 < np.abs(W).max() <= 1 and 0.045 < np.abs(b).max() <= 1 / np.sqrt(400)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_donating_buffers_in_jax_changes_no_number():
-    from mnist.__main__ import build_mlp, parse_args
-    from reproduction import program
-    from reproduction.functions import functions, symbolic_inputs, test_outputs, training_updates
-    from reproduction.layers import forward
-    from reproduction.loss import squared_hinge
-
-    c = parse_args(["--recipe", "torch7", "--units", "64", "--hidden-layers", "2", "--mode", "JAX"])
-    rng = np.random.RandomState(3)
-    x = rng.randn(100, 1, 28, 28).astype(F32)
-    t = (2 * np.eye(10, dtype=F32)[rng.randint(0, 10, 100)] - 1).astype(F32)
-    results = []
-    for mode in ("JAX", compile_mode("JAX")):
-        layers = build_mlp(c, np.random.RandomState(c.seed))
-        xs, ts, LR = symbolic_inputs((1, 28, 28))
-        p = Pass(deterministic=False)
-        loss = squared_hinge(forward(layers, xs, p), ts)
-        updates = training_updates(layers, loss, p, LR, c.optimizer, **program.lr_vector_options(c))
-        f = functions(pytensor.function([xs, ts, LR], loss, updates=updates, mode=mode),
-                      pytensor.function([xs, ts], test_outputs(layers, xs, ts), mode=mode), layers)
-        losses = [float(np.asarray(f.train(x, t, F32(2 ** -6)))) for _ in range(3)]
-        evaluated = [float(np.asarray(v)) for v in f.evaluate(x, t)]
-        results.append((losses, evaluated, [np.array(v.get_value()) for v in f.state]))
-    assert results[0][:2] == results[1][:2]
-    assert all(np.array_equal(a, b) for a, b in zip(results[0][2], results[1][2]))
 
 
 AP2_MODES = ["CVM", "FAST_COMPILE"] + [m for m, pkg in (("NUMBA", "numba"), ("JAX", "jax"))
