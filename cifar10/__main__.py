@@ -29,16 +29,48 @@ gcn_zca = False        # the data: pixels x*2/255 - 1, no whitening, no augmenta
 # Variants the paper describes but its Theano experiments do not use (Algorithms 2 and 3)
 shift_bn = False
 optimizer = "adam"
+# What the Torch7 code does otherwise (SOURCES.md §4), here with the Theano code's values
+stochastic_neurons = False
+batch_norm = "lasagne"
+init = "lasagne"
+b_LR_scale = "1"          # (adamax_binary_clip_shift only)
+gamma_LR_scale = "1"      # (adamax_binary_clip_shift only)
+clip_all = False          # (adamax_binary_clip_shift only)
+LR_halve_every = 0        # 0: the exponential decay LR_start -> LR_fin over num_epochs
+select_best = True
+partial_batches = False
+preprocessing = "pixels"  # x*2/255 - 1
 # splits: train[0:45000], validation[45000:50000], the 10,000 test images (cifar10/data.py)
+
+# The "BNN (Torch7)" column: upstream Main_BinaryNet_Cifar10.lua and Models/BinaryNet_Cifar10_Model.lua
+# (SOURCES.md §4); the same architecture, each block conv -> [pool] -> shift BN -> HardTanh -> neurons
+torch7 = {
+    "batch_size": 200,                        # §4(f)
+    "activation": "binarized_neurons", "stochastic_neurons": True,   # §4(b), -stcNeurons true
+    "batch_norm": "torch7", "shift_bn": True,  # (Spatial)BatchNormalizationShiftPow2; nn.BatchNormalization(10)
+    "alpha": 0.125, "epsilon": 1e-5,          # §4(c)
+    "init": "torch7",                         # Torch's resets: conv U(±1/sqrt(9 C_in)) (§4(b))
+    "optimizer": "adamax_binary_clip_shift",  # §4(d)
+    "W_LR_scale": "Glorot_pow2", "b_LR_scale": "W", "clip_all": True,   # GLR a power of two; clip all (§4(e))
+    "LR_start": 2.0 ** -6, "LR_halve_every": 50,   # §4(f)
+    "select_best": False, "partial_batches": True,  # §4(f); 200 divides every split here
+    "preprocessing": "zca",                   # [0, 1], ZCA fitted on the training split, no GCN (§4(g))
+    "seed": 432,                              # torch.manualSeed; our draws are numpy's, not Torch's
+}
 
 
 def load_data(c):
     """The splits of this run (``c``: the recipe and options as parsed)."""
-    return load_cifar10(c.data_dir, download=not c.no_download, gcn_zca=c.gcn_zca)
+    splits = load_cifar10(c.data_dir, download=not c.no_download, gcn_zca=c.gcn_zca)
+    if c.preprocessing == "zca":
+        from cifar10.preprocess import torch7_zca
+
+        return torch7_zca(program.subsets(splits, c))
+    return splits
 
 
 def main(argv=None):
-    convnet.main("cifar10", __doc__, program.recipe(globals()), load_data, argv)
+    convnet.main("cifar10", __doc__, program.recipes(globals()), load_data, argv)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ pylearn2 fitted on all 50,000 (validation included).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+from reproduction.dataset import Split, Splits, unit_pixels
 
 GCN_SCALE = 55.0
 ZCA_FILTER_BIAS = 0.1
@@ -71,15 +74,21 @@ class ZCA:
         return out
 
 
-def fit_zca(X: np.ndarray, filter_bias: float = ZCA_FILTER_BIAS) -> ZCA:
-    """The ZCA whitening of the rows of ``X`` (N, D), as in the module docstring."""
+def fit_zca(X: np.ndarray, filter_bias: float = ZCA_FILTER_BIAS, ddof: int = 0,
+            base: Callable | None = None) -> ZCA:
+    """The ZCA whitening of the rows of ``X`` (N, D), as in the module docstring; ``ddof=1`` divides
+    the covariance by N - 1 (Torch's ``unsup.pcacov``); ``base`` transforms each block of rows first."""
     X = _rows(X)
-    mean = X.mean(axis=0, dtype=np.float64)
+    base = base or (lambda x: x)
+    mean = np.zeros(X.shape[1])
+    for a in range(0, len(X), _ROWS):
+        mean += np.asarray(base(X[a:a + _ROWS]), dtype=np.float64).sum(axis=0)
+    mean /= len(X)
     cov = np.zeros((X.shape[1], X.shape[1]))
     for a in range(0, len(X), _ROWS):
-        x = X[a:a + _ROWS] - mean
+        x = np.asarray(base(X[a:a + _ROWS]), dtype=np.float64) - mean
         cov += x.T @ x
-    cov = cov / len(X) + filter_bias * np.eye(X.shape[1])
+    cov = cov / (len(X) - ddof) + filter_bias * np.eye(X.shape[1])
     lam, E = np.linalg.eigh(cov)
     return ZCA(mean, (E / np.sqrt(lam)) @ E.T)
 
@@ -95,3 +104,29 @@ def gcn_zca(train: np.ndarray, *others: np.ndarray, scale: float = GCN_SCALE,
     for X in others:
         out.append(zca.apply(global_contrast_normalize(X, scale)).reshape(X.shape))
     return out
+
+
+#: ``unsup.zca_whiten``'s epsilon, added to the covariance's eigenvalues (SOURCES.md §4(g)).
+TORCH7_ZCA_EPSILON = 1e-5
+
+
+@dataclass(frozen=True)
+class Whitened:
+    """uint8 images -> [0, 1] (dp's ``scale={0,1}``) -> ZCA-whitened float32 (N, C, H, W): a
+    callable for ``Split.scale``, applied one batch at a time."""
+
+    zca: ZCA
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.zca.apply(unit_pixels(x)).reshape(x.shape)
+
+
+def torch7_zca(splits: Splits) -> Splits:
+    """The Torch7 CIFAR-10 preparation (``Data.lua`` with ``-whiten true``, SOURCES.md §4(g)): pixels
+    in [0, 1], no GCN, ZCA fitted on the training split by ``unsup.zca_whiten``: the covariance over
+    N - 1, its eigenvalues plus 1e-5, ``P = V diag((lam + 1e-5)^-1/2) V^T``, ``x <- (x - mean) P``,
+    applied to all three splits. Torch fitted in float32, we in float64. The programs pass the
+    training images the run trains on (``--train-size``)."""
+    zca = fit_zca(splits.train.X, TORCH7_ZCA_EPSILON, ddof=1, base=unit_pixels)
+    scale = Whitened(zca)
+    return Splits(*(Split(s.X, s.y, scale) for s in (splits.train, splits.valid, splits.test)))

@@ -12,7 +12,8 @@ import pytensor
 
 from . import binarize, program
 from .functions import functions, symbolic_inputs, test_outputs, training_updates
-from .layers import BatchNorm, Conv2DLayer, DenseLayer, MaxPool2x2, Nonlinearity, Pass, forward
+from .layers import (BinarizedNeurons, Conv2DLayer, DenseLayer, MaxPool2x2, Nonlinearity, Pass, batch_norm_layer,
+                     forward)
 from .loss import squared_hinge
 from .train import train
 
@@ -35,9 +36,12 @@ def parse(spec: str):
 
 
 def build_convnet(spec, *, rng, activation, in_channels=3, image_size=32, alpha=0.1, epsilon=1e-4,
-                  shift_bn=False, pool_ties="first", **binary_kw):
-    """The layers of ``spec``; ``binary_kw`` (H, binary, stochastic, W_LR_scale) go to every binary
-    layer; ``pool_ties`` is the pooling gradient's rule at tied maxima (``MaxPool2x2``)."""
+                  shift_bn=False, pool_ties="first", batch_norm="lasagne", stochastic_neurons=False, **binary_kw):
+    """The layers of ``spec``; ``binary_kw`` (H, binary, stochastic, W_LR_scale, init) go to every binary
+    layer; ``pool_ties`` is the pooling gradient's rule at tied maxima (``MaxPool2x2``).
+    ``activation``: a function (binary_tanh_unit) or "binarized_neurons", the Torch7 models'
+    HardTanh -> BinarizedNeurons (stochastic in training with ``stochastic_neurons``); ``batch_norm``:
+    "lasagne" or "torch7" (``layers.batch_norm_layer``; the Torch7 models, SOURCES.md §4(a))."""
     layers, channels, size, flat = [], in_channels, image_size, None
     blocks = parse(spec)
     for k, (kind, units, pooled) in enumerate(blocks):
@@ -51,26 +55,33 @@ def build_convnet(spec, *, rng, activation, in_channels=3, image_size=32, alpha=
             layers.append(MaxPool2x2(pool_ties))
             size //= 2
         channels = units
-        layers.append(BatchNorm(units, axes=(0, 2, 3) if kind == "conv" else (0,), alpha=alpha, epsilon=epsilon,
-                                shift_based=shift_bn, name=f"bn{k}"))
-        if k < len(blocks) - 1:
-            layers.append(Nonlinearity(activation))
+        last = k == len(blocks) - 1
+        layers.append(batch_norm_layer(batch_norm, units, axes=(0, 2, 3) if kind == "conv" else (0,), alpha=alpha,
+                                       epsilon=epsilon, shift_based=shift_bn, output=last, name=f"bn{k}"))
+        if not last:
+            layers.append(BinarizedNeurons(stochastic_neurons, rng=rng) if activation == "binarized_neurons"
+                          else Nonlinearity(activation))
     return layers
 
 
 def main(dataset: str, doc: str, recipe: dict, load_data, argv=None):
-    """The program ``python -m cifar10`` and ``python -m svhn`` run, with the ``recipe`` at the top of
-    their ``__main__.py`` and their ``load_data(args)``, which returns the dataset's splits."""
+    """The program ``python -m cifar10`` and ``python -m svhn`` run, with the recipes of their
+    ``__main__.py`` (``program.recipes``: {"theano": ..., "torch7": ...}; a single recipe is taken as
+    both) and their ``load_data(args)``, which returns the dataset's splits."""
+    recipes = recipe if "torch7" in recipe else {"theano": recipe, "torch7": recipe}
+    recipe = program.preset(argv, recipes)
     p = program.parser(f"python -m {dataset}", doc, dataset, recipe)
     c = program.parse(p, argv, dataset, recipe)
     with program.one_line_errors(c, sigterm=True):
         # schedule_epochs: num_epochs, or on a resume that extends the run, the count it started with
-        LR_decay = (c.LR_fin / c.LR_start) ** (1.0 / c.schedule_epochs)
+        LR_decay = 1.0 if c.LR_halve_every else (c.LR_fin / c.LR_start) ** (1.0 / c.schedule_epochs)
         rng = np.random.RandomState(c.seed)
         # before the data: nothing else draws from rng, and its size sizes the disk check
-        cnn = build_convnet(c.architecture, rng=rng, activation=getattr(binarize, c.activation), alpha=c.alpha,
+        activation = c.activation if c.activation == "binarized_neurons" else getattr(binarize, c.activation)
+        cnn = build_convnet(c.architecture, rng=rng, activation=activation, alpha=c.alpha,
                             epsilon=c.epsilon, shift_bn=c.shift_bn, H=c.H, binary=c.binary, stochastic=c.stochastic,
-                            W_LR_scale=c.W_LR_scale, pool_ties=c.pool_ties)
+                            W_LR_scale=c.W_LR_scale, pool_ties=c.pool_ties, batch_norm=c.batch_norm,
+                            stochastic_neurons=c.stochastic_neurons, init=c.init)
         with program.run_folder(c, program.disk_needed(cnn)):
             splits = program.load(load_data, c)
 
@@ -78,12 +89,12 @@ def main(dataset: str, doc: str, recipe: dict, load_data, argv=None):
             x, t, LR = symbolic_inputs(splits.train.X.shape[1:])
             train_pass = Pass(deterministic=False)
             loss = squared_hinge(forward(cnn, x, train_pass), t)
-            updates = training_updates(cnn, loss, train_pass, LR, c.optimizer)
+            updates = training_updates(cnn, loss, train_pass, LR, c.optimizer, **program.lr_vector_options(c))
             train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
             val_fn = pytensor.function([x, t], test_outputs(cnn, x, t), mode=c.mode)
 
             run = program.make_run(c, dataset, program.hyperparameters(c, recipe, splits, LR_decay=LR_decay))
             train(functions(train_fn, val_fn, cnn), cnn, splits, run, rng=rng, batch_size=c.batch_size,
                   LR_start=c.LR_start, LR_decay=LR_decay, num_epochs=c.num_epochs, resume=bool(c.resume),
-                  progress=program.progress_flag(c))
+                  progress=program.progress_flag(c), **program.loop_options(c))
         print(f"Run record: {run.record_path}")

@@ -36,6 +36,52 @@ def scale_pixels_mnist(x: np.ndarray) -> np.ndarray:
     return np.float32(2.0) * X - np.float32(1.0)
 
 
+def unit_pixels(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels to float32 in [0, 1], ``x / 255`` in float32: dp's ``scale={0,1}``, which the Torch7
+    code's ``Data.lua`` asks for (SOURCES.md §4(g))."""
+    return x.astype(np.float32) / np.float32(255.0)
+
+
+@dataclass(frozen=True)
+class Standardized:
+    """The Torch7 ``Data.lua``'s 'simple' normalization (SOURCES.md §4(g); DataProvider.torch's
+    ``Container:normalize('simple')``): one mean and one standard deviation over every value of the
+    training set, applied to all three sets as ``(x - mean) / std`` in float32, after ``base``
+    (the preparation before it: :func:`unit_pixels` for MNIST). A callable for ``Split.scale``."""
+
+    mean: float
+    std: float
+    base: Callable[[np.ndarray], np.ndarray] = unit_pixels
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (self.base(x) - np.float32(self.mean)) / np.float32(self.std)
+
+
+def whole_set_moments(X: np.ndarray, base: Callable = unit_pixels, rows: int = 5000) -> tuple[float, float, float]:
+    """(mean, unbiased std, max) over every value of ``base(X)``, accumulated in float64 a block of
+    ``rows`` examples at a time: Torch's ``tensor:mean()``, ``tensor:std()`` (divisor N - 1, as its
+    default) and ``tensor:max()``."""
+    n, total, squares, top = 0, 0.0, 0.0, -np.inf
+    for a in range(0, len(X), rows):
+        v = np.asarray(base(X[a:a + rows]), dtype=np.float64)
+        n += v.size
+        total += v.sum()
+        top = max(top, float(v.max()))
+    mean = total / n
+    for a in range(0, len(X), rows):     # a second pass: the centred sum of squares, as a two-pass std
+        v = np.asarray(base(X[a:a + rows]), dtype=np.float64) - mean
+        squares += np.dot(v.ravel(), v.ravel())
+    return mean, float(np.sqrt(squares / (n - 1))), top
+
+
+def standardized(splits: "Splits", base: Callable = unit_pixels) -> "Splits":
+    """``splits`` with every split's inputs standardized by the training set's mean and std
+    (:class:`Standardized`), fitted on the whole training split."""
+    mean, std, _ = whole_set_moments(splits.train.X, base)
+    scale = Standardized(mean, std, base)
+    return Splits(*(Split(split.X, split.y, scale) for split in (splits.train, splits.valid, splits.test)))
+
+
 @dataclass
 class Split:
     """``X``: (N, C, H, W) images, uint8 raw pixels or float32 preprocessed; ``y``: (N,) labels 0..9;

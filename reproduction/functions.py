@@ -6,15 +6,18 @@ checkpoint must hold. The programs put them together in plain sight, as the orig
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.tensor.random.type import RandomType
 
-from .layers import Pass, all_params, binary_layers, forward, params_tagged
+from .layers import BatchNorm, Pass, _BinaryLayer, all_params, binary_layers, forward, params_tagged
 from .loss import error_rate, squared_hinge
-from .updates import adam, clipping_scaling, shift_adamax
+from .updates import adam, adamax_binary_clip_shift, clipping_scaling, shift_adamax, torch7_lr_scale
 
 OPTIMIZERS = {"adam": adam, "shift_adamax": shift_adamax}
+#: The Torch7 code's optimizer: one instance over every parameter (``torch7_updates``).
+TORCH7_OPTIMIZER = "adamax_binary_clip_shift"
 
 # PyTensor's JAX back end compiles a function with private copies of its shared random generators
 # and says so at every compile. That copy is the state we rely on: the training function's own
@@ -39,12 +42,19 @@ def symbolic_inputs(input_shape):
             pt.matrix("targets", dtype="float32"), pt.scalar("LR", dtype="float32"))
 
 
-def training_updates(layers, loss, train_pass: Pass, LR, optimizer="adam"):
+def training_updates(layers, loss, train_pass: Pass, LR, optimizer="adam", **lr_vector):
     """The original's update dictionary: one optimizer over the binary W's, fed dLoss/dWb and then
     scaled by each layer's Glorot rate and clipped to [-H, H]; a second, independent one over every
     other trainable parameter with the unscaled rate (SOURCES.md §1.2); the batch-norm running
     averages of the training pass (Lasagne's default updates, SOURCES.md §1.3); and the random
-    generators' next states (dropout, stochastic binarization)."""
+    generators' next states (dropout, stochastic binarization). With the Torch7 code's optimizer,
+    ``adamax_binary_clip_shift``, the first part is :func:`torch7_updates` instead (``lr_vector``:
+    its options)."""
+    if optimizer == TORCH7_OPTIMIZER:
+        updates = torch7_updates(layers, loss, train_pass, LR, **lr_vector)
+        updates.update(train_pass.updates)
+        updates.update(train_pass.rng_updates)
+        return updates
     rule = OPTIMIZERS[optimizer]
     binary = binary_layers(layers)
     updates = rule(loss, params_tagged(layers, "trainable"), LR, name=optimizer)
@@ -58,6 +68,35 @@ def training_updates(layers, loss, train_pass: Pass, LR, optimizer="adam"):
     updates.update(train_pass.updates)
     updates.update(train_pass.rng_updates)   # each random generator to its next state
     return updates
+
+
+def lr_vector(layers, *, b_LR_scale="W", gamma_LR_scale="1", clip_all=False):
+    """The Torch7 models' ``GLRvec`` and ``clipV`` per parameter (SOURCES.md §4(e)): a list of
+    (parameter, scale, clipped). A binary layer's W has its layer's scale (``W_LR_scale``) and is
+    clipped; its bias has the same scale (``b_LR_scale="W"``) or a number; a batch norm's gamma has
+    1/sqrt(1.5/n) (``gamma_LR_scale="Glorot"``, MNIST) or a number, its beta 1; biases, gamma and
+    beta are clipped only with ``clip_all`` (the CIFAR-10 model clips every parameter)."""
+    out = []
+    for layer in layers:
+        if isinstance(layer, _BinaryLayer):
+            b_scale = layer.W_LR_scale if b_LR_scale == "W" else np.float32(b_LR_scale)
+            out += [(layer.W, layer.W_LR_scale, True), (layer.b, b_scale, clip_all)]
+        elif isinstance(layer, BatchNorm):
+            n = layer.gamma.get_value(borrow=True).size
+            g_scale = torch7_lr_scale(n) if gamma_LR_scale == "Glorot" else np.float32(gamma_LR_scale)
+            out += [(layer.gamma, g_scale, clip_all), (layer.beta, np.float32(1), clip_all)]
+    return out
+
+
+def torch7_updates(layers, loss, train_pass: Pass, LR, **options):
+    """The Torch7 code's step: ``adamax_binary_clip_shift`` over every parameter at once (the
+    flattened ``model:getParameters()``), with the scales and clip flags of :func:`lr_vector`. A
+    binary W gets the gradient with respect to its binarized value, as in Theano (SOURCES.md §4(b))."""
+    entries = lr_vector(layers, **options)
+    params = [param for param, _, _ in entries]
+    wrt = [train_pass.binarized.get(param, param) for param in params]
+    return adamax_binary_clip_shift(pytensor.grad(loss, wrt), params, LR, [s for _, s, _ in entries],
+                                    [c for _, _, c in entries], name=TORCH7_OPTIMIZER)
 
 
 def test_outputs(layers, x, t):
@@ -78,12 +117,13 @@ def functions(train_fn, val_fn, layers) -> Functions:
                      rng_containers(train_fn))
 
 
-def compile_functions(layers, input_shape, *, optimizer="adam", mode=None) -> Functions:
+def compile_functions(layers, input_shape, *, optimizer="adam", mode=None, **lr_vector) -> Functions:
     """What a program compiles, in one call (for tests and benchmarks)."""
     x, t, LR = symbolic_inputs(input_shape)
     train_pass = Pass(deterministic=False)
     loss = squared_hinge(forward(layers, x, train_pass), t)
-    train_fn = pytensor.function([x, t, LR], loss, updates=training_updates(layers, loss, train_pass, LR, optimizer),
+    train_fn = pytensor.function([x, t, LR], loss,
+                                 updates=training_updates(layers, loss, train_pass, LR, optimizer, **lr_vector),
                                  mode=mode)
     return functions(train_fn, pytensor.function([x, t], test_outputs(layers, x, t), mode=mode), layers)
 

@@ -8,6 +8,13 @@ default is the top's value, so an override from the command line is assigned ont
 namespace ``parse`` returns holds the recipe as this run uses it, and the run record is built from it.
 Editing a value at a program's top changes the run, as in the original scripts.
 
+Two recipes. The values at a program's top are the Theano code's, the paper's "BNN (Theano)" column;
+a module-level dict ``torch7`` beside them holds the values the Torch7 code differs in, the "BNN
+(Torch7)" column (SOURCES.md §4). ``--recipe torch7`` makes ``{**top values, **torch7}`` the
+options' defaults (``recipes``, ``preset``); options given beside it override them, and the record
+names the recipe (``hyperparameters["recipe"]``). Every name the Torch7 recipe uses is also a top
+value, with the Theano code's value, so every name is an option in both.
+
 Order of work, so that a mistake costs seconds, not an epoch: ``parse`` checks every option (and,
 with ``--resume``, the run folder and which options may change); ``run_folder`` creates the run
 folder and writes a test file into it; then the data is loaded (``load``, which checks the splits
@@ -70,6 +77,18 @@ MEANING = {
     "optimizer": "adam, or shift_adamax (Algorithm 3)",
     "seed": "numpy seed for initialisation and shuffling",
     "pool_ties": "max-pool gradient at tied maxima: to the first maximal element (cuDNN) or to all (Theano CPU)",
+    "stochastic_neurons": "stochastic binarized neurons in training, sign(hard_sigmoid(x) - U[0,1)) (Torch7)",
+    "batch_norm": "lasagne (binary_net.py's) or torch7 (BatchNormalizationShiftPow2 with --shift-bn; Torch's "
+                  "nn.BatchNormalization at the output)",
+    "init": "lasagne (W ~ U(-H, H), b = 0) or torch7 (Torch's resets)",
+    "b_LR_scale": "the biases' learning-rate scale with adamax_binary_clip_shift: W (their layer's) or a number",
+    "gamma_LR_scale": "batch-norm gamma's learning-rate scale with adamax_binary_clip_shift: Glorot "
+                      "(1/sqrt(1.5/n)) or a number",
+    "clip_all": "clip every parameter to [-1, 1], not only the binary weights (adamax_binary_clip_shift)",
+    "LR_halve_every": "halve the learning rate after every N epochs (Torch7); 0: the exponential decay to LR_fin",
+    "select_best": "report the test error at the best validation epoch (Theano); else at the last epoch (Torch7)",
+    "partial_batches": "train and evaluate the last, shorter batch too (Torch7), instead of dropping it",
+    "preprocessing": "the data preparation: pixels (x*2/255 - 1), or the Torch7 code's (standardize, zca, gcn_lcn)",
 }
 #: The short option of a recipe name, where the README's commands use one; the others are --<name>.
 SHORT = {"num_epochs": "--epochs", "num_units": "--units", "n_hidden_layers": "--hidden-layers",
@@ -77,8 +96,17 @@ SHORT = {"num_epochs": "--epochs", "num_units": "--units", "n_hidden_layers": "-
 #: The options of the run whose names have dashes.
 RUN_FLAGS = {"train_size": "--train-size", "valid_size": "--valid-size", "test_size": "--test-size",
              "data_dir": "--data-dir", "no_download": "--no-download"}
-CHOICES = {"optimizer": ("adam", "shift_adamax"), "activation": ("binary_tanh_unit",),
-           "pool_ties": ("first", "all")}
+CHOICES = {"optimizer": ("adam", "shift_adamax", "adamax_binary_clip_shift"),
+           "activation": ("binary_tanh_unit", "binarized_neurons"), "pool_ties": ("first", "all"),
+           "batch_norm": ("lasagne", "torch7"), "init": ("lasagne", "torch7"),
+           "preprocessing": ("pixels", "standardize", "zca", "gcn_lcn")}
+#: The data preparations each program has: the Theano code's pixels, and the Torch7 code's
+#: (SOURCES.md §4(g)).
+PREPROCESSING = {"mnist": ("pixels", "standardize"), "cifar10": ("pixels", "zca"), "svhn": ("pixels", "gcn_lcn")}
+#: The recipes a program has: the values at its top ("theano") and those with its ``torch7`` dict.
+RECIPES = ("theano", "torch7")
+#: Options that only the Torch7 code's optimizer reads, with the value that means "not used".
+TORCH7_OPTIMIZER_ONLY = {"b_LR_scale": "1", "gamma_LR_scale": "1", "clip_all": False}
 #: Options that apply to a resumed run (see the module docstring); ``num_epochs`` has its own rule.
 APPLY_ON_RESUME = ("progress", "data_dir", "no_download", "debug")
 #: Exit codes: a bad option (argparse's own code), a run that could not go on, a closed pipe (128 +
@@ -112,6 +140,26 @@ def recipe(namespace: dict) -> dict:
             if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 
 
+def recipes(namespace: dict) -> dict:
+    """Both recipes of a program: {"theano": its top values, "torch7": them updated with its
+    ``torch7`` dict}. A name in ``torch7`` that is not a top value is a mistake in the program."""
+    theano = recipe(namespace)
+    torch7 = namespace.get("torch7", {})
+    unknown = sorted(set(torch7) - set(theano))
+    if unknown:
+        raise KeyError(f"torch7 recipe names without a top value: {', '.join(unknown)}")
+    return {"theano": theano, "torch7": {**theano, **torch7}}
+
+
+def preset(argv, all_recipes: dict) -> dict:
+    """The recipe ``--recipe`` chooses on the command line ``argv`` (default: theano); a bad name is
+    left to the full parser, which refuses it in one line."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default="theano")
+    known, _ = pre.parse_known_args(argv)
+    return all_recipes.get(known.recipe, all_recipes["theano"])
+
+
 def flag(name: str) -> str:
     """The option that sets ``name``: ``num_epochs`` -> ``--epochs``, ``train_size`` -> ``--train-size``."""
     return SHORT.get(name) or RUN_FLAGS.get(name) or f"--{name}"
@@ -122,6 +170,8 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         line = f"error: {message}"
+        if len(line) > 100 and " (choose from " in line:   # the choices are in --help
+            line = line[:line.index(" (choose from ")]
         hint = f" (see {self.prog} --help)"
         self.exit(EXIT_USAGE, line + (hint if len(line + hint) <= 100 else "") + "\n")
 
@@ -152,6 +202,9 @@ def parser(prog: str, doc: str, dataset: str, recipe_values: dict) -> Parser:
     g.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
                    help="a progress bar (auto: on a terminal) or plain lines")
     g.add_argument("--debug", action="store_true", help="show the traceback when the program stops on an error")
+    g.add_argument("--recipe", choices=RECIPES, default="theano",
+                   help="the paper's column whose code to follow: theano (the values at the top of the program) or "
+                        "torch7 (those with its torch7 dict); options given beside it override its values")
     r = p.add_argument_group("the recipe (default: the paper's, the values at the top of the program)")
     for name, value in recipe_values.items():
         meaning = MEANING.get(name, name)
@@ -173,6 +226,7 @@ def parse(p: argparse.ArgumentParser, argv, dataset: str, recipe_values: dict) -
     """The options of this run: parsed, checked, and with ``--resume`` merged with the run's own.
     A bad option ends the program with one line (exit code 2)."""
     args = p.parse_args(argv)
+    args.dataset = dataset
     try:
         given = given_options(p, argv, vars(args))
         if args.resume:
@@ -278,15 +332,17 @@ def _real(low, high=math.inf, low_open=True, high_open=False):
     return check
 
 
-def _lr_scale(v):
-    if v == "Glorot":
-        return None
+def _number_above_zero(v, word):
     try:
         x = float(v)
     except ValueError:
-        return "must be Glorot or a number above 0"
+        return f"must be {word} or a number above 0"
     if not (math.isfinite(x) and x > 0):
-        return "must be Glorot or a number above 0"
+        return f"must be {word} or a number above 0"
+
+
+def _lr_scale(v):
+    return None if v in ("Glorot", "Glorot_pow2") else _number_above_zero(v, "Glorot, Glorot_pow2")
 
 
 def _seed(v):
@@ -300,7 +356,9 @@ CHECKS = {
     "dropout_in": _real(0, 1, low_open=False, high_open=True),
     "dropout_hidden": _real(0, 1, low_open=False, high_open=True),
     "alpha": _real(0, 1), "epsilon": _real(0), "LR_start": _real(0), "LR_fin": _real(0), "H": _real(0),
-    "W_LR_scale": _lr_scale, "seed": _seed,
+    "W_LR_scale": _lr_scale, "seed": _seed, "LR_halve_every": _whole(0),
+    "b_LR_scale": lambda v: None if v == "W" else _number_above_zero(v, "W"),
+    "gamma_LR_scale": lambda v: None if v == "Glorot" else _number_above_zero(v, "Glorot"),
 }
 
 
@@ -353,6 +411,7 @@ def check(args: argparse.Namespace, recipe_values: dict) -> None:
             raise OptionError(f"{flag(name)} {getattr(args, name)}: {problem}")
     if "architecture" in recipe_values:
         check_architecture(args.architecture)
+    check_combinations(args, recipe_values)
     for name, split in (("train_size", "training"), ("valid_size", "validation"), ("test_size", "test")):
         n = getattr(args, name)
         if n is not None and n < args.batch_size:
@@ -372,6 +431,23 @@ def check(args: argparse.Namespace, recipe_values: dict) -> None:
             raise OptionError(f"--out {out}: a file, not a folder")
         if out.is_dir() and holds_run(out):
             raise OptionError(f"--out {out} holds a run already; continue it with --resume {out}")
+
+
+def check_combinations(args: argparse.Namespace, recipe_values: dict) -> None:
+    """Recipe values that only mean something together (an ``OptionError`` naming the first that
+    does not): the optimizer-only options, stochastic neurons, the data preparations a program has."""
+    if getattr(args, "optimizer", None) != "adamax_binary_clip_shift":
+        for name, unused in TORCH7_OPTIMIZER_ONLY.items():
+            if name in recipe_values and getattr(args, name) != unused:
+                raise OptionError(f"{flag(name)} {getattr(args, name)}: only the adamax_binary_clip_shift optimizer "
+                                  "reads it (--optimizer adamax_binary_clip_shift)")
+    if getattr(args, "stochastic_neurons", False) and getattr(args, "activation", None) != "binarized_neurons":
+        raise OptionError("--stochastic_neurons: needs --activation binarized_neurons (the Torch7 code's neurons)")
+    if getattr(args, "gcn_zca", False) and getattr(args, "preprocessing", "pixels") != "pixels":
+        raise OptionError(f"--gcn-zca with --preprocessing {args.preprocessing}: choose one data preparation")
+    dataset_choices = PREPROCESSING.get(getattr(args, "dataset", None) or "", CHOICES["preprocessing"])
+    if "preprocessing" in recipe_values and args.preprocessing not in dataset_choices:
+        raise OptionError(f"--preprocessing {args.preprocessing}: this program has {', '.join(dataset_choices)}")
 
 
 def resolve(args: argparse.Namespace, dataset: str) -> argparse.Namespace:
@@ -497,9 +573,20 @@ def load(load_data, args) -> Splits:
 def hyperparameters(args, recipe_values: dict, splits: Splits, **derived) -> dict:
     """What the record says the run used: every recipe value as this run has it, the values derived
     from them (``LR_decay``), the sizes of the splits and the back end."""
-    return {**{name: getattr(args, name) for name in recipe_values}, **derived,
+    return {"recipe": args.recipe, **{name: getattr(args, name) for name in recipe_values}, **derived,
             "train_size": len(splits.train), "valid_size": len(splits.valid), "test_size": len(splits.test),
             "mode": args.mode}
+
+
+def lr_vector_options(args) -> dict:
+    """The options of the Torch7 code's optimizer (``functions.lr_vector``) in this run's recipe."""
+    return {name: getattr(args, name) for name in TORCH7_OPTIMIZER_ONLY if hasattr(args, name)}
+
+
+def loop_options(args) -> dict:
+    """The training loop's options in this run's recipe (``train.train``: the Torch7 loop's)."""
+    return {name: getattr(args, name) for name in ("select_best", "LR_halve_every", "partial_batches")
+            if hasattr(args, name)}
 
 
 def make_run(args, dataset, hyperparameters, *, save_npz=False) -> Run:

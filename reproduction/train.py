@@ -7,6 +7,13 @@ later epoch) the test set is evaluated and the parameters saved; then the learni
 The training set is shuffled once before the first epoch too. (The reshuffle is done after the
 evaluations here: they draw nothing from the generator, so the numbers are the same.)
 
+The Torch7 code's loop (SOURCES.md §4(f)) differs in three ways, each an argument of ``train``:
+``select_best=False`` evaluates the test set after every epoch and reports the last epoch's test
+error (nothing selects an epoch; params.h5 holds the last epoch's parameters); ``LR_halve_every=k``
+halves the learning rate after every epoch whose number is a multiple of k; ``partial_batches=True``
+trains and evaluates the last, shorter batch too (``-constBatchSize false``), every error counting
+once (a confusion matrix) and the loss being the sum of batch losses over ceil(N / batch).
+
 Checkpoints. A run writes ``checkpoint.h5`` before its first batch, every ``checkpoint_every``
 seconds within an epoch (between batches), at every epoch's end, and when it is asked to stop.
 Each holds the batch position and the partial loss sum as well as every array and generator state,
@@ -146,16 +153,18 @@ def print_hyperparameters(hyperparameters: dict, out=None) -> None:
     out.flush()
 
 
-def print_epoch(row: dict, num_epochs: int, loop: dict, out=None) -> None:
-    """The original's nine-line epoch block; the test values are those of the best epoch."""
+def print_epoch(row: dict, num_epochs: int, loop: dict, out=None, select_best=True) -> None:
+    """The original's nine-line epoch block; the test values are those of the best epoch (without
+    ``select_best``, those of this epoch, and no best-epoch lines, as the Torch7 code prints)."""
     out = out or sys.stdout
     print(f"Epoch {row['epoch']} of {num_epochs} took {row['seconds']:.3f}s", file=out)
     print(f"  LR:                            {row['lr']:.10g}", file=out)
     print(f"  training loss:                 {row['train_loss']:.6f}", file=out)
     print(f"  validation loss:               {row['val_loss']:.6f}", file=out)
     print(f"  validation error rate:         {row['val_err']:.4f}%", file=out)
-    print(f"  best epoch:                    {loop['best_epoch']}", file=out)
-    print(f"  best validation error rate:    {loop['best_val_err']:.4f}%", file=out)
+    if select_best:
+        print(f"  best epoch:                    {loop['best_epoch']}", file=out)
+        print(f"  best validation error rate:    {loop['best_val_err']:.4f}%", file=out)
     print(f"  test loss:                     {loop['test_loss']:.6f}", file=out)
     print(f"  test error rate:               {loop['test_err']:.4f}%", file=out)
     out.flush()
@@ -194,7 +203,12 @@ class _Stopped(Exception):
     """Raised between evaluation batches when a stop was requested."""
 
 
-def evaluate(functions, split, batch_size, stop=None):
+def batch_count(n: int, batch_size: int, partial: bool = False) -> int:
+    """The batches of an epoch over ``n`` examples: whole ones only, or with the last partial one."""
+    return -(-n // batch_size) if partial else n // batch_size
+
+
+def evaluate(functions, split, batch_size, stop=None, partial=False):
     """Mean loss and error (%) over the whole batches of ``split`` (the original's ``val_epoch``).
 
     The sums are the original's: its per-batch values are float32 (floatX) and its accumulators
@@ -203,18 +217,26 @@ def evaluate(functions, split, batch_size, stop=None):
     float64, in batch order, and divides by the batch count before multiplying by 100. The best
     epoch is chosen by ``<=`` on exactly these values (SOURCES.md §1.5). ``stop``: a callable
     asked between batches; when it returns True, ``_Stopped`` is raised.
+
+    With ``partial`` (the Torch7 loop, SOURCES.md §4(f)) the last, shorter batch is evaluated too,
+    the error is the count of wrong examples over all of them and the loss the sum of the batch
+    losses over the number of batches.
     """
-    batches = len(split) // batch_size
+    batches = batch_count(len(split), batch_size, partial)
     if batches == 0:
         raise ValueError(f"{len(split)} examples make no batch of {batch_size}")
     loss = err = 0.0
+    wrong = 0
     for i in range(batches):
         if stop is not None and stop():
             raise _Stopped
-        index = np.arange(i * batch_size, (i + 1) * batch_size)
+        index = np.arange(i * batch_size, min((i + 1) * batch_size, len(split)))
         l, e = functions.evaluate(split.inputs(index), split.targets(index))
         loss += float(np.float32(l))
         err += float(np.float32(e))
+        wrong += int(round(float(np.float32(e)) * len(index)))
+    if partial:
+        return loss / batches, wrong / len(split) * 100.0
     return loss / batches, err / batches * 100.0
 
 
@@ -314,9 +336,13 @@ class _Loop:
     """The state of one ``train`` call: the loop's scalars, the order, the record and the last
     record that went into a checkpoint (what a failure may mark: never a record ahead of it)."""
 
-    def __init__(self, functions, layers, splits, run, rng, batch_size, batches, out):
+    def __init__(self, functions, layers, splits, run, rng, batch_size, batches, out, loop_options=None):
         self.functions, self.layers, self.splits, self.run, self.rng = functions, layers, splits, run, rng
         self.batch_size, self.batches, self.out = batch_size, batches, out
+        options = loop_options or {}
+        self.select_best = options.get("select_best", True)
+        self.halve_every = options.get("LR_halve_every", 0)
+        self.partial = options.get("partial_batches", False)
         self.order = self.loop = self.record = self.saved = None
         self.clock = time.monotonic()       # start of the part of the epoch not yet in loop["seconds"]
         self.last_save = self.clock
@@ -343,15 +369,15 @@ class _Loop:
             write_json(self.run.record_path, record)
 
     def save_best_params(self):
-        """params.h5 (and the npz) of the best epoch; params.h5 last, its ``epoch`` attribute marks
-        both as complete."""
+        """params.h5 (and the npz) of the reported epoch (the best one, or with ``select_best=False``
+        the last); params.h5 last, its ``epoch`` attribute marks both as complete."""
         if self.run.save_npz:
             with _writing(self.run.npz_path):
                 save_npz(self.run.npz_path, self.layers)
         with _writing(self.run.params_path):
             spec = {k: v for k, v in self.run.hyperparameters.items() if k == "architecture"}  # for summary
-            save_params(self.run.params_path, self.layers, dataset=self.run.dataset, epoch=self.loop["best_epoch"],
-                        **spec)
+            save_params(self.run.params_path, self.layers, dataset=self.run.dataset,
+                        epoch=self.loop.get("test_epoch") or self.loop["best_epoch"], **spec)
 
     def mark(self, status, error=None) -> str:
         """Write the last checkpointed record with ``status``; '' or the reason it could not be."""
@@ -389,34 +415,41 @@ class _Loop:
             bar.close()
 
     def epoch_end(self, num_epochs, LR_decay, stop):
-        """Validation (and test at a best epoch), the reshuffle, the learning-rate decay, then the
-        writes. The original reshuffles before validating; evaluation draws nothing from ``rng``,
-        so reshuffling after it gives the same numbers and lets a stop during evaluation resume
-        from the end of the training pass."""
+        """Validation (and test at a best epoch, or at every epoch without ``select_best``), the
+        reshuffle, the learning-rate decay, then the writes. The original reshuffles before
+        validating; evaluation draws nothing from ``rng``, so reshuffling after it gives the same
+        numbers and lets a stop during evaluation resume from the end of the training pass."""
         loop, splits, bs = self.loop, self.splits, self.batch_size
         epoch = loop["epoch"] + 1
-        val_loss, val_err = evaluate(self.functions, splits.valid, bs, stop)
+        val_loss, val_err = evaluate(self.functions, splits.valid, bs, stop, self.partial)
         row = {"epoch": epoch, "lr": loop["LR"], "train_loss": loop["loss_sum"] / self.batches,
                "val_loss": val_loss, "val_err": val_err}
         best = val_err <= loop["best_val_err"]
-        if best:
-            test_loss, test_err = evaluate(self.functions, splits.test, bs, stop)
-            loop.update(best_val_err=val_err, best_epoch=epoch, test_loss=test_loss, test_err=test_err)
+        reported = best or not self.select_best
+        if reported:
+            test_loss, test_err = evaluate(self.functions, splits.test, bs, stop, self.partial)
+            loop.update(test_loss=test_loss, test_err=test_err, test_epoch=epoch)
             row.update(test_loss=test_loss, test_err=test_err)
+        if best:
+            loop.update(best_val_err=val_err, best_epoch=epoch)
         self.order = shuffle(self.order, self.rng)
         row["seconds"] = loop["seconds"] + time.monotonic() - self.clock
-        loop.update(epoch=epoch, batch=0, loss_sum=0.0, LR=loop["LR"] * LR_decay)
+        LR = loop["LR"] * LR_decay
+        if self.halve_every and epoch % self.halve_every == 0:
+            LR *= 0.5
+        loop.update(epoch=epoch, batch=0, loss_sum=0.0, LR=LR)
         self.record["epochs"].append(row)
+        # test_epoch: the epoch whose test error the record reports (the best, or the last)
         self.record.update(best_epoch=loop["best_epoch"], best_val_err=loop["best_val_err"],
-                           test_err=loop["test_err"], test_loss=loop["test_loss"])
+                           test_err=loop["test_err"], test_loss=loop["test_loss"], test_epoch=loop.get("test_epoch"))
         if epoch == num_epochs:
             self.record["status"] = "finished"  # in the checkpoint too, so resuming a finished run changes nothing
         self.save()
         loop["seconds"] = 0.0
         self.clock = time.monotonic()
-        if best:
+        if reported:
             self.save_best_params()
-        print_epoch(row, num_epochs, loop, self.out)
+        print_epoch(row, num_epochs, loop, self.out, self.select_best)
 
     def run_epochs(self, num_epochs, LR_decay, progress, stop, checkpoint_every):
         while self.loop["epoch"] < num_epochs:
@@ -467,8 +500,10 @@ def _check_space(run: Run, functions, layers) -> None:
 
 
 def train(functions, layers, splits, run: Run, *, rng, num_epochs, batch_size, LR_start, LR_decay,
-          resume=False, progress=None, out=None, checkpoint_every=CHECKPOINT_EVERY) -> dict:
-    """Train, validate and test as the original did; returns the final run record.
+          resume=False, progress=None, out=None, checkpoint_every=CHECKPOINT_EVERY, select_best=True,
+          LR_halve_every=0, partial_batches=False) -> dict:
+    """Train, validate and test as the original did; returns the final run record. ``select_best``,
+    ``LR_halve_every`` and ``partial_batches``: the Torch7 loop's differences (module docstring).
 
     ``rng`` is the numpy RandomState the network was initialised from (the original used the
     global one, seeded once): the shuffles continue its sequence. ``checkpoint_every``: seconds
@@ -481,7 +516,8 @@ def train(functions, layers, splits, run: Run, *, rng, num_epochs, batch_size, L
     marked "failed" with the reason and the exception propagates.
     """
     out = out or sys.stdout
-    batches = len(splits.train) // batch_size
+    batches = batch_count(len(splits.train), batch_size, partial_batches)
+    loop_options = {"select_best": select_best, "LR_halve_every": LR_halve_every, "partial_batches": partial_batches}
     for name, split in (("training", splits.train), ("validation", splits.valid), ("test", splits.test)):
         if len(split) < batch_size:
             raise TrainingError(f"the {name} set has {len(split)} examples, fewer than one batch of {batch_size}")
@@ -492,17 +528,18 @@ def train(functions, layers, splits, run: Run, *, rng, num_epochs, batch_size, L
     try:
         with folder_lock(run.out_dir):
             record = _train_locked(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, LR_decay,
-                                   resume, progress, out, checkpoint_every, batches)
+                                   resume, progress, out, checkpoint_every, batches, loop_options)
     except FolderBusy as e:
         raise TrainingError(f"{e} (is it still running?)") from None
     return record
 
 
 def _train_locked(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, LR_decay, resume,
-                  progress, out, checkpoint_every, batches):
+                  progress, out, checkpoint_every, batches, loop_options):
     # The handlers go in before the first write, so a stop during it waits for its end.
     with _stop_signals() as stop:
-        state = _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, resume, out, batches)
+        state = _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, resume, out, batches,
+                       loop_options)
         if state.record["status"] == "finished":
             return state.record
         try:
@@ -535,7 +572,8 @@ def _train_locked(functions, layers, splits, run, rng, num_epochs, batch_size, L
     return state.record
 
 
-def _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, resume, out, batches) -> _Loop:
+def _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start, resume, out, batches,
+           loop_options) -> _Loop:
     """Remove leftovers, restore or create the state, and write what a resume needs before the
     first batch: the first checkpoint of a new run, the record of a resumed one."""
     if not resume and any(p.exists() for p in (run.record_path, run.checkpoint_path, run.previous_checkpoint_path)):
@@ -543,7 +581,7 @@ def _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start
     removed = remove_leftovers(run.out_dir, run.file_names())
     if removed:
         print(f"Removed {len(removed)} temporary file(s) an interrupted write left in {run.out_dir}", file=out)
-    state = _Loop(functions, layers, splits, run, rng, batch_size, batches, out)
+    state = _Loop(functions, layers, splits, run, rng, batch_size, batches, out, loop_options)
     if resume:
         state.order, state.loop, state.record = _resume_state(run, functions, rng, out)
         # the options a resume may change (more epochs) are the run's from now on
@@ -572,8 +610,9 @@ def _start(functions, layers, splits, run, rng, num_epochs, batch_size, LR_start
             state.write_record(record)
         else:
             state.save()                       # a run can be resumed from its first minute
-        if resume and loop["epoch"] and loop["batch"] == 0 and loop["best_epoch"] == loop["epoch"] \
-                and params_epoch(run.params_path) != loop["best_epoch"]:
+        reported = loop.get("test_epoch") or loop["best_epoch"]
+        if resume and loop["epoch"] and loop["batch"] == 0 and reported == loop["epoch"] \
+                and params_epoch(run.params_path) != reported:
             state.save_best_params()           # killed between the record and params.h5: the state is that epoch's
     except _WriteFailed as e:
         raise RunFailed(f"{e.path}: cannot write ({_reason(e.error)}); nothing was trained") from None

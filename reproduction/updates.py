@@ -149,6 +149,16 @@ def adam(loss_or_grads, params, learning_rate, beta1=0.9, beta2=0.999, epsilon=1
     return updates
 
 
+def _adamax_constants(learning_rate, beta1, beta2, name):
+    """What both shift-based AdaMax forms share: float32 beta1, beta2 and 1 - beta1 (rounded once
+    from the double), the step counter t (its previous value, a shared float32) and the step size
+    AP2(lr / (1 - beta1^t)) of this step."""
+    b1, b2 = float32_constant(beta1, f"{name}.beta1"), float32_constant(beta2, f"{name}.beta2")
+    c1 = float32_constant(1 - beta1, f"{name}.1-beta1")
+    t_prev = pytensor.shared(np.float32(0), name=f"{name}.t")
+    return b1, b2, c1, t_prev, ap2(learning_rate / (1 - b1 ** (t_prev + 1)))
+
+
 def shift_adamax(loss_or_grads, params, learning_rate, beta1=0.9, beta2=0.999, epsilon=2.0**-27,
                  name="shift_adamax"):
     """Shift-based AdaMax, the paper's Algorithm 3 (the Torch7 code's ``adaMax_binary_clip_shift``)::
@@ -160,12 +170,8 @@ def shift_adamax(loss_or_grads, params, learning_rate, beta1=0.9, beta2=0.999, e
     Every multiplication by an AP2 value is a shift. Not used by the Theano experiments.
     """
     grads = _grads(loss_or_grads, params)
-    b1, b2 = float32_constant(beta1, f"{name}.beta1"), float32_constant(beta2, f"{name}.beta2")
-    c1 = float32_constant(1 - beta1, f"{name}.1-beta1")
+    b1, b2, c1, t_prev, step_size = _adamax_constants(learning_rate, beta1, beta2, name)
     eps = np.float32(epsilon)  # a power of two: exact as a literal
-    t_prev = pytensor.shared(np.float32(0), name=f"{name}.t")
-    t = t_prev + 1
-    step_size = ap2(learning_rate / (1 - b1 ** t))
     updates = OrderedDict()
     for param, g in zip(params, grads):
         m_prev = _zeros_like(param, f"{name}.m.{param.name}")
@@ -175,8 +181,58 @@ def shift_adamax(loss_or_grads, params, learning_rate, beta1=0.9, beta2=0.999, e
         updates[m_prev] = m
         updates[v_prev] = v
         updates[param] = (param - step_size * m * ap2(1.0 / (v + eps))).astype(param.dtype)
-    updates[t_prev] = t
+    updates[t_prev] = t_prev + 1
     return updates
+
+
+def adamax_binary_clip_shift(loss_or_grads, params, learning_rate, scales, clipped, beta1=0.9, beta2=0.999,
+                             epsilon=2.0 ** -27, name="adamax_binary_clip_shift"):
+    """Shift-based AdaMax as the Torch7 code's ``adaMax_binary_clip_shift.lua`` computes it (SOURCES.md
+    §4(d)): one optimizer, one step counter, over every parameter, each with its learning-rate scale
+    (the ``GLRvec`` entries, ``scales``) and clip flag (``clipV``, ``clipped``)::
+
+        t <- t + 1
+        m <- beta1 * m + (1 - beta1) * g
+        v <- max(beta2 * v, |g|)
+        a_t = AP2(lr / (1 - beta1^t))
+        v <- AP2(v) + epsilon                         stored back: the next step's max starts from it
+        param <- param - (a_t * (m / v)) * scale      (``x:addcmul(-stepSize, m/v, GLRvec)``)
+        param <- clamp(param, -1, 1)                  where clipped
+
+    in float32 (1 - beta1 rounded once from the double, as Torch's ``add(1-beta1, g)`` passes it).
+    The code computes a_t in Lua doubles; we compute it in float32, which can round the exponent the
+    other way only where lr / (1 - beta1^t) lies within float32 rounding of 2^(k + 1/2).
+    ``params`` and ``loss_or_grads`` as for :func:`adam` (for a binary weight, the gradient with
+    respect to its binarized value).
+    """
+    grads = _grads(loss_or_grads, params)
+    b1, b2, c1, t_prev, step_size = _adamax_constants(learning_rate, beta1, beta2, name)
+    eps = np.float32(epsilon)  # a power of two: exact as a literal
+    updates = OrderedDict()
+    for param, g, scale, clip in zip(params, grads, scales, clipped):
+        m_prev = _zeros_like(param, f"{name}.m.{param.name}")
+        v_prev = _zeros_like(param, f"{name}.v.{param.name}")
+        m = b1 * m_prev + c1 * g
+        v = ap2(pt.maximum(b2 * v_prev, pt.abs(g))) + eps
+        new = param - (step_size * (m / v)) * float32_constant(scale, f"{name}.scale.{param.name}")
+        if clip:
+            new = pt.clip(new, -1.0, 1.0)
+        updates[m_prev] = m
+        updates[v_prev] = v
+        updates[param] = new.astype(param.dtype)
+    updates[t_prev] = t_prev + 1
+    return updates
+
+
+def torch7_lr_scale(n: int) -> np.float32:
+    """The Torch7 MNIST model's scale for a batch norm's gamma: 1/sqrt(1.5/n) (SOURCES.md §4(e))."""
+    return np.float32(1.0 / np.sqrt(1.5 / n))
+
+
+def halving_learning_rates(lr_start, every, num_epochs) -> list:
+    """The Torch7 mains' schedule (SOURCES.md §4(f)): the LR halves after each epoch whose number is a
+    multiple of ``every``, so epoch e trains with lr * 0.5^floor((e - 1) / every)."""
+    return [lr_start * 0.5 ** ((e - 1) // every) for e in range(1, num_epochs + 1)]
 
 
 def glorot_lr_scale(fan_in, fan_out) -> np.float32:

@@ -92,7 +92,7 @@ def refused(capsys, argv, *words, code=2, program=mnist_program):
     (["--LR_fin", "0"], ["--LR_fin 0.0"]),
     (["--LR_start", "nan"], ["--LR_start nan"]),
     (["--H", "0"], ["--H 0.0"]),
-    (["--W_LR_scale", "glorot"], ["--W_LR_scale glorot", "Glorot or a number"]),
+    (["--W_LR_scale", "glorot"], ["--W_LR_scale glorot", "Glorot, Glorot_pow2 or a number"]),
     (["--W_LR_scale", "-2"], ["--W_LR_scale -2"]),
     (["--seed", "-1"], ["--seed -1"]),
     (["--epochs", "x"], ["--epochs", "invalid int value"]),
