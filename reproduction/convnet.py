@@ -64,14 +64,18 @@ def build_convnet(spec, *, rng, activation, in_channels=3, image_size=32, alpha=
     return layers
 
 
-def main(dataset: str, doc: str, recipe: dict, load_data, argv=None):
-    """The program ``python -m cifar10`` and ``python -m svhn`` run, with the recipes of their
-    ``__main__.py`` (``program.recipes``: {"theano": ..., "torch7": ...}; a single recipe is taken as
-    both) and their ``load_data(args)``, which returns the dataset's splits."""
-    recipes = recipe if "torch7" in recipe else {"theano": recipe, "torch7": recipe}
+def parse_args(dataset: str, doc: str, recipes: dict, argv=None):
+    """The options of ``python -m cifar10`` and ``python -m svhn``: the recipe ``--recipe`` chooses
+    from their ``program.recipes`` ({"theano": ..., "torch7": ...}), with the command line's
+    overrides assigned onto its names, checked."""
     recipe = program.preset(argv, recipes)
-    p = program.parser(f"python -m {dataset}", doc, dataset, recipe)
-    c = program.parse(p, argv, dataset, recipe)
+    return program.parse(program.parser(f"python -m {dataset}", doc, dataset, recipe), argv, dataset, recipe)
+
+
+def main(dataset: str, c, recipe: dict, load_data):
+    """The program ``python -m cifar10`` and ``python -m svhn`` run: ``c`` is what ``parse_args``
+    gave, ``recipe`` one of the program's recipes (for the names the record holds), ``load_data(c)``
+    returns the dataset's splits."""
     with program.one_line_errors(c, sigterm=True):
         # schedule_epochs: num_epochs, or on a resume that extends the run, the count it started with
         LR_decay = 1.0 if c.LR_halve_every else (c.LR_fin / c.LR_start) ** (1.0 / c.schedule_epochs)

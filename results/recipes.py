@@ -40,15 +40,11 @@ class RecipeError(ValueError):
 def recipe(dataset: str, name: str = "theano") -> dict:
     """The values a run of ``python -m <dataset> --recipe <name>`` starts from: the values at the
     top of the program, updated by its ``torch7`` dict for the Torch7 recipe."""
-    top = program.recipe(vars(PROGRAMS[dataset]))
-    if name == "theano":
-        return top
     if name not in RECIPES:
         raise RecipeError(f"unknown recipe {name!r} (expected one of {', '.join(RECIPES)})")
-    changes = getattr(PROGRAMS[dataset], name, None)
-    if not isinstance(changes, dict):
+    if name not in available(dataset):
         raise RecipeError(f"python -m {dataset} has no {name} recipe (no dict {name!r} in {dataset}/__main__.py)")
-    return {**top, **changes}
+    return program.recipes(vars(PROGRAMS[dataset]))[name]
 
 
 def available(dataset: str) -> list[str]:
@@ -69,11 +65,7 @@ def parse_options(dataset: str, argv: list[str]):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            if hasattr(module, "parse_args"):
-                return module.parse_args(list(argv))
-            values = program.recipe(vars(module))    # what convnet.main parses with (cifar10, svhn)
-            return program.parse(program.parser(f"python -m {dataset}", module.__doc__, dataset, values),
-                                 list(argv), dataset, values)
+            return module.parse_args(list(argv))
     except SystemExit as e:
         lines = [line for line in err.getvalue().splitlines() if line.strip()]
         message = lines[-1].removeprefix("error: ") if lines else f"refused (exit code {e.code})"

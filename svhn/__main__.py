@@ -74,8 +74,14 @@ def load_data(c):
     return splits
 
 
+def parse_args(argv=None):
+    """The recipe (``--recipe``: the values above, or with ``torch7``'s) with the command line's
+    overrides assigned onto its names, checked."""
+    return convnet.parse_args("svhn", __doc__, program.recipes(globals()), argv)
+
+
 def main(argv=None):
-    convnet.main("svhn", __doc__, program.recipes(globals()), load_data, argv)
+    convnet.main("svhn", parse_args(argv), program.recipe(globals()), load_data)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from tests.conftest import HAVE_MNIST, MNIST_DIR, ROOT
 from tests.slurm_cluster import REQUIRE_ENV
 
 EPOCHS = 16
-TINY = ["--units", "32", "--hidden-layers", "1", "--train-size", "20000", "--valid-size", "200", "--test-size", "200",
-        "--epochs", str(EPOCHS), "--data-dir", str(MNIST_DIR)]
+TINY = ["--recipes", "theano", "--units", "32", "--hidden-layers", "1", "--train-size", "20000", "--valid-size", "200",
+        "--test-size", "200", "--epochs", str(EPOCHS), "--data-dir", str(MNIST_DIR)]
 SEEDS = (1234, 1235)
 #: Record keys that describe when and where a run ran, not what it computed.
 CIRCUMSTANCES = ("started", "updated", "environment", "resumed", "checkpoint", "command", "options")

@@ -42,9 +42,13 @@ def test_seeds_are_a_count_or_a_list():
 
 
 def test_plan_runs_and_commands(tmp_path):
+    # every recipe each program has, each from its own seed (the Torch7 code's is 432)
     t = table.plan(tmp_path / "t", ["mnist", "svhn"], None, 2, ["--epochs", "3", "--train-size", "5000"])
     assert [r.name for r in t.runs] == ["mnist-theano-seed1234", "mnist-theano-seed1235",
-                                        "svhn-theano-seed1234", "svhn-theano-seed1235"]
+                                        "mnist-torch7-seed432", "mnist-torch7-seed433",
+                                        "svhn-theano-seed1234", "svhn-theano-seed1235",
+                                        "svhn-torch7-seed432", "svhn-torch7-seed433"]
+    assert t.command(t.runs[2], resume=False)[-6:-4] == ["--recipe", "torch7"]
     run = t.runs[1]
     assert t.command(run, resume=False) == ["-m", "mnist", "--epochs", "3", "--train-size", "5000",
                                             "--seed", "1235", "--out", "mnist-theano-seed1235"]
@@ -79,11 +83,11 @@ def test_data_dir_is_made_absolute_and_a_table_keeps_its_options(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "moved").mkdir()
-    t = table.plan(Path("t"), ["mnist"], None, 1, ["--data-dir", "data", "--epochs", "2", "--no-download"])
+    t = table.plan(Path("t"), ["mnist"], ["theano"], 1, ["--data-dir", "data", "--epochs", "2", "--no-download"])
     assert (t.options, t.placement) == (["--epochs", "2"], ["--data-dir", str(tmp_path / "data"), "--no-download"])
     table.save(t)
     saved = json.loads((tmp_path / "t" / "table.json").read_text())
-    assert saved == {"format": 1, "datasets": ["mnist"], "recipes": None, "seeds": 1, "options": ["--epochs", "2"],
+    assert saved == {"format": 1, "datasets": ["mnist"], "recipes": ["theano"], "seeds": 1, "options": ["--epochs", "2"],
                      "placement": t.placement}
     # Given dimensions replace the table's, the others are kept; options are the table's.
     again = table.plan(Path("t"), None, None, 3, ["--data-dir=data", "--epochs", "2"])
@@ -103,27 +107,16 @@ def test_data_dir_is_made_absolute_and_a_table_keeps_its_options(tmp_path, monke
 
 
 def test_torch7_runs_use_the_programs_torch7_dict(tmp_path, monkeypatch):
-    """The Torch7 recipe (issue 12) as the programs will give it: a dict ``torch7`` beside the top
-    values and ``--recipe torch7``. Until the programs have the option, their parser is given the
-    options without it (the rest is checked by the real parser)."""
-    assert recipes.available("mnist") == (["theano", "torch7"] if hasattr(recipes.PROGRAMS["mnist"], "torch7")
-                                          else ["theano"])
-    monkeypatch.setattr(recipes.PROGRAMS["mnist"], "torch7", {"num_units": 2048, "batch_size": 100, "seed": 432,
-                                                              "dropout_in": 0.0, "dropout_hidden": 0.0}, raising=False)
-    real = recipes.parse_options
-
-    def without_recipe_option(dataset, argv):
-        i = argv.index("--recipe") if "--recipe" in argv else None
-        return real(dataset, argv if i is None else argv[:i] + argv[i + 2:])
-
-    monkeypatch.setattr(recipes, "parse_options", without_recipe_option)
-    assert recipes.available("mnist")[:2] == ["theano", "torch7"]
+    """The Torch7 recipe (issue 12): the dict ``torch7`` beside a program's top values, and
+    ``--recipe torch7`` in its command, checked by the program's own parser."""
+    assert recipes.available("mnist") == ["theano", "torch7"]
     assert recipes.recipe("mnist", "torch7")["num_units"] == 2048 and recipes.recipe("mnist")["num_units"] == 4096
     t = table.plan(tmp_path / "t", ["mnist"], None, 2, ["--epochs", "2"])
     assert [r.name for r in t.runs] == ["mnist-theano-seed1234", "mnist-theano-seed1235",
                                         "mnist-torch7-seed432", "mnist-torch7-seed433"]
     assert t.command(t.runs[2], False) == ["-m", "mnist", "--epochs", "2", "--recipe", "torch7", "--seed", "432",
                                            "--out", "mnist-torch7-seed432"]
+    monkeypatch.delattr(recipes.PROGRAMS["svhn"], "torch7")
     with pytest.raises(table.TableError, match="python -m svhn has no torch7 recipe"):
         table.plan(tmp_path / "t", ["mnist", "svhn"], ["torch7"], 1, [])
 
@@ -304,7 +297,7 @@ def test_a_failed_run_is_reported_and_retried_only_when_asked(tmp_path):
     empty = tmp_path / "no-data"
     empty.mkdir()
     folder = tmp_path / "t"
-    args = ("--out", str(folder), "--datasets", "mnist", "--units", "32", "--hidden-layers", "1",
+    args = ("--out", str(folder), "--datasets", "mnist", "--recipes", "theano", "--units", "32", "--hidden-layers", "1",
             "--data-dir", str(empty), "--no-download")
     first = run_table(*args)
     assert first.returncode == 1
