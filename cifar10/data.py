@@ -1,4 +1,4 @@
-"""CIFAR-10 as the original used it (PAPER.md §2.1, §2.3, §7 item 10): the first 45,000 training
+"""CIFAR-10 as the original used it (SOURCES.md §2.1, §2.3, §7 item 10): the first 45,000 training
 images for training, the last 5,000 for validation, the 10,000 test images; raw pixels, no
 whitening, no augmentation (the training loop scales them to ``x * 2/255 - 1`` per batch).
 

@@ -1,6 +1,6 @@
 """Global contrast normalisation + ZCA whitening of CIFAR-10: an option, off by default.
 
-The BinaryNet code that produced 11.40% used **raw pixels** scaled to [-1, 1] (PAPER.md §2.3, §7
+The BinaryNet code that produced 11.40% used **raw pixels** scaled to [-1, 1] (SOURCES.md §2.3, §7
 item 10). The author recalled "some normalization and ZCA whitening" (issue #23), and BinaryConnect
 did use pylearn2's ``pylearn2_gcn_whitened`` CIFAR-10; this module offers that recipe so that the
 question "does whitening close the gap?" can be tested. It follows pylearn2's

@@ -1,6 +1,6 @@
 // binary_kernels.cu -- the run-time kernels of BinaryNet (Hubara et al., NIPS 2016), after the
-// original Run-time/binary_kernels.cu (PAPER.md section 3.1), with its correctness limits fixed
-// (PAPER.md section 3.2, issues #16, #35) and our optimised XNOR GEMM added (issue #24).
+// original Run-time/binary_kernels.cu (SOURCES.md §3.1), with its correctness limits fixed
+// (SOURCES.md §3.2, issues #16, #35) and our optimised XNOR GEMM added (issue #24).
 // In the benchmark's names (gpu_xnor/cuda.py): gemm is `baseline`, concatenate_* + xnor_gemm is
 // `xnor_paper`, concatenate_* + xnor_gemm_opt is `xnor` (ours).
 //
@@ -257,7 +257,7 @@ __global__ void xnor_gemm_opt(const unsigned int* A, const unsigned int* B, floa
     }
 }
 
-// Batch norm + sign of the run-time MLP (SOURCES.md section 3.4) in threshold form:
+// Batch norm + sign of the run-time MLP (SOURCES.md §3.4) in threshold form:
 // y = (d[j] * x >= t[j]) ? +1 : -1 with d = +-1. The host (gpu_xnor/mlp.py, fold_sign) derives
 // (t, d) from the float32 batch-norm formula so that this equals sign(((x + b) - mean) * scale +
 // beta) for every float32 x; the product by +-1 and the comparison are exact, so the result is

@@ -334,7 +334,7 @@ def blas_gemm_dev(a, b, tf32: bool = False, out=None):
     """C(m,k) = A(m,n) . B(n,k) with cuBLAS SGEMM, TF32 tensor cores off or on.
 
     Row-major through column-major cuBLAS as the original benchmark: C^T = B^T A^T, i.e.
-    sgemm(N, N, k, m, n, 1, B, k, A, n, 0, C, k) (PAPER.md section 3.5)."""
+    sgemm(N, N, k, m, n, 1, B, k, A, n, 0, C, k) (SOURCES.md §3.5)."""
     K = kernels()
     lib, handle = cublas()
     _check_dev(a, np.float32, "a")

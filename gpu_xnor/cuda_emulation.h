@@ -1,6 +1,6 @@
 // cuda_emulation.h -- just enough of CUDA for g++ to compile and run binary_kernels.cu,
-// unchanged, on a CPU, so that its indexing is tested where there is no GPU (DESIGN.md) and
-// AddressSanitizer catches out-of-bounds reads such as the original kernels' (PAPER.md 3.2).
+// unchanged, on a CPU, so that its indexing is tested where there is no GPU, and
+// AddressSanitizer catches out-of-bounds reads such as the original kernels' (SOURCES.md §3.2).
 //
 // Model: the blocks of a launch run one after another; inside a block every CUDA thread is a
 // fiber (ucontext) with its own stack, run by a round-robin scheduler on one host thread.

@@ -1,6 +1,6 @@
 """MNIST as the original used it: the four official IDX files, split 50,000 / 10,000 / 10,000.
 
-The original (`mnist.py` l.93-95, PAPER.md §2.1, §2.3) read pylearn2's ``MNIST(which_set, start,
+The original (`mnist.py` l.93-95, SOURCES.md §2.1, §2.3) read pylearn2's ``MNIST(which_set, start,
 stop)``: train = train[0:50000], valid = train[50000:60000], test = the 10,000 t10k images, no
 shuffle, no centring. We return the pixels as uint8 (N, 1, 28, 28); the training loop scales each
 batch to [-1, 1] as the original did, pylearn2's ``x/255`` then ``2*X - 1``, both in float32

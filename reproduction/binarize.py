@@ -1,4 +1,4 @@
-"""Binarization: the hard sigmoid, the binary units and weight binarization (PAPER.md §1.1).
+"""Binarization: the hard sigmoid, the binary units and weight binarization (SOURCES.md §1.1).
 
 The original defined a custom Theano Op, ``round3``, whose forward pass is C ``round`` (half away
 from zero) and whose gradient is the identity. We build the same function from PyTensor's own

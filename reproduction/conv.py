@@ -1,4 +1,4 @@
-"""3x3 convolution and 2x2 max pooling for PyTensor graphs (PAPER.md §2.2 and §7 item 4).
+"""3x3 convolution and 2x2 max pooling for PyTensor graphs (SOURCES.md §2.2 and §7 item 4).
 
 PyTensor 3 has neither, so we build them.
 
@@ -21,7 +21,7 @@ weight gradient is a second Op. Each runs in every PyTensor back end:
 - JAX on a GPU (any accelerator): XLA's ``lax.conv_general_dilated`` and its derivative (cuDNN).
   JAX on a CPU: the numpy kernels through ``jax.pure_callback``, because they were faster: XLA's
   CPU convolution took 1.8x PyTorch's time, shifted rows in ``jax.numpy`` 2.8x (XLA copies each
-  slice), these kernels 1.25x (``python -m reproduction.bench_conv``).
+  slice), these kernels 1.25x (``python -m results.bench_conv``).
 
 The GEMMs run on ONE BLAS thread unless ``BNN_CONV_THREADS`` (read at each call; 0 = leave BLAS
 alone) says otherwise: on this 2-core machine shared with other work, OpenBLAS's two threads wait

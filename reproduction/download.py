@@ -1,7 +1,7 @@
 """Fetching and locating dataset files: mirrors, checksums, atomic writes, one-line errors.
 
 The original read its data through pylearn2 from ``${PYLEARN2_DATA_PATH}`` and never downloaded
-anything (PAPER.md §2.3); this module is what lets the reproduction start from nothing. Its rules:
+anything (SOURCES.md §2.3); this module is what lets the reproduction start from nothing. Its rules:
 
 - a file at its final path is always complete: every write goes to a temporary file in the same
   folder and is ``os.replace``d into place only once it has passed every check;

@@ -99,7 +99,7 @@ def lr_scale(rule, fan_in, fan_out) -> np.float32:
 
 class _BinaryLayer:
     """What dense and convolution layers share: latent weights W ~ U(-H, H), a real bias b = 0,
-    a learning-rate scale, and the binarization of W in each pass (PAPER.md §1.1-1.2)."""
+    a learning-rate scale, and the binarization of W in each pass (SOURCES.md §1.1-1.2)."""
 
     #: Torch7's default ``reset`` draws W from U(±1/sqrt(fan_in)); only layers without one of their
     #: own use it (SOURCES.md §4(b)).

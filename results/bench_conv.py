@@ -1,6 +1,6 @@
 """Benchmark of one 3x3 convolution layer, forward plus backward, in every PyTensor back end.
 
-``python -m results.bench_conv`` times the CIFAR-10 net's second layer shape (PAPER.md §2.2):
+``python -m results.bench_conv`` times the CIFAR-10 net's second layer shape (SOURCES.md §2.2):
 128 -> 128 channels, 3x3, pad 1, batch 50, 32x32, float32, with the loss ``sum(conv3x3(x, w) * G)``
 for a fixed random G, so that one call computes the output, dx and dw. Each PyTensor mode available
 (CVM, NUMBA, JAX) runs ``reproduction.conv``; PyTorch's ``conv2d`` (true convolution: flipped

@@ -1,5 +1,5 @@
 """What one training and one evaluation step of the paper's ConvNets cost on this machine, per
-PyTensor back end, and what that implies for a paper-length run (PAPER.md §2).
+PyTensor back end, and what that implies for a paper-length run (SOURCES.md §2).
 
 For each network (the ``architecture`` at the top of ``cifar10/__main__.py`` and ``svhn/__main__.py``,
 built with their recipes) and each mode: the time of ``compile_functions`` (both functions), of

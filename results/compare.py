@@ -8,8 +8,8 @@ compared with the other column (SOURCES.md §7 item 12). Ours is the record's ``
 Theano recipe the test error at the epoch of best validation error, as the original reports it
 (SOURCES.md §1.5); for the Torch7 recipe the last epoch's, since the Torch7 code prints every
 epoch's test error and selects none (SOURCES.md §4(f)). For a benchmark record
-(``results/bench/<name>.json``) the paper's numbers are the speed-ups 23x, 3.4x (8192^3 product)
-and 7x (MNIST MLP) on a GTX 750 (SOURCES.md §5.4).
+(``results/bench/<name>.json``) the paper's numbers are its three headline speed-ups on a GTX 750,
+two for the 8192^3 product and one for the MNIST MLP (``results/paper/speed.json``, SOURCES.md §5.4).
 
 Tolerances (stated, and printed with ``--json``):
 
@@ -32,8 +32,8 @@ Tolerances (stated, and printed with ``--json``):
   own seed's deviation (about s). Where s is comparable to tol, a ``better`` or ``worse`` by less
   than about 2 s is within what the paper's one seed could explain; the row shows s for that reading.
 - **Speed-ups.** A ratio matches if within +-20 % of the paper's: the original times single runs
-  without warm-up, and its own reports for one kernel pair already span 22-23x and 3.3-3.4x
-  (SOURCES.md §3.7). A ratio measured on a CPU, or a product that is not 8192^3, is not comparable.
+  without warm-up, and its own reports for one kernel pair already differ by up to 5 % (SOURCES.md
+  §3.7; results/paper/speed.json). A ratio measured on a CPU, or a product that is not 8192^3, is not comparable.
 
 A benchmark record of a ``--quick`` run (``"quick": true``) or of one without trained weights
 (``"weights": "random"``) is set apart: its rows come last, with the status ``quick run`` or
@@ -261,14 +261,14 @@ def group_row(group: seeds.Group, table1) -> Row:
 
 
 def paper_pair(claim_key: str) -> str:
-    """The record's ratio that measures what a claim of the paper measured: the paper's 23x, 3.4x
-    and 7x (``xnor_vs_baseline``, ...) are ITS XNOR kernel against its baseline and cuBLAS, which
+    """The record's ratio that measures what a claim of the paper measured: the paper's headline
+    speed-ups (``xnor_vs_baseline``, ...) are ITS XNOR kernel against its baseline and cuBLAS, which
     our records call ``xnor_paper`` (gpu_xnor/bench.py); ``xnor`` is our optimised kernel."""
     return claim_key.replace("xnor_", "xnor_paper_", 1)
 
 
 def bench_rows(path: Path, rec: dict, speed: dict) -> list[Row]:
-    """Compare a benchmark record's ratios of the paper's kernels with 23x, 3.4x and 7x (GTX 750),
+    """Compare a benchmark record's ratios of the paper's kernels with the paper's (GTX 750),
     our optimised kernel's ratio beside each. A --quick record is set apart; a record with random
     weights only for the MLP, whose timings do not depend on the weights but whose test error does."""
     ratios = rec.get("ratios") or {}

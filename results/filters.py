@@ -1,15 +1,15 @@
 """Filter repetition: how many of a conv model's binarized 3x3 filters are unique (paper §3;
-PAPER.md §5.3: "On our CIFAR-10 ConvNet, only 42% of the filters are unique").
+SOURCES.md §5.3: "On our CIFAR-10 ConvNet, only 42% of the filters are unique").
 
 A conv layer's latent weights W (n_out, n_in, k, k) binarize to ``Wb = sign(W)`` with sign(0) = +1
-(PAPER.md §7 item 1). Each k x k slice ``Wb[o, i]`` is a 2-D filter; a filter and its negation
+(SOURCES.md §7 item 1). Each k x k slice ``Wb[o, i]`` is a 2-D filter; a filter and its negation
 count as one (applying -f is applying f and negating), so each slice is put in canonical form:
 negated when its first tap is -1. Two counts per layer:
 
 - **per feature map** (what the paper's argument uses: "apply only the unique 2D filters on each
   feature map and sum the results"): for every input map i, the number of distinct canonical
   filters among ``Wb[:, i]``; summed over i and divided by ``n_out * n_in``;
-- **per layer** (PAPER.md §5.3's wording): distinct canonical filters among all ``n_out * n_in``
+- **per layer** (SOURCES.md §5.3's wording): distinct canonical filters among all ``n_out * n_in``
   slices, divided by ``n_out * n_in``. There are only ``2^(k^2 - 1)`` = 256 canonical 3x3 filters,
   so this fraction is at most 256 / (n_out * n_in): under 2 % for every CIFAR-10 layer but the
   first. The paper's 42 % can therefore only be the per-feature-map count.

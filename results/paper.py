@@ -1,19 +1,19 @@
 """The paper's numbers as data: loaders for ``results/paper/*.json``.
 
 Every number carries where it comes from (``source``) and how sure it is (``certainty``), using
-PAPER.md's tags: ``code`` (read in the original repository), ``README``, ``issue`` (quoted from
+SOURCES.md's tags: ``code`` (read in the original repository), ``README``, ``issue`` (quoted from
 there), ``2nd`` (seen only in a third-party copy of the paper), ``mem`` (from memory, unchecked).
 The files are:
 
-- ``table1_test_error.json``: Table 1 (test error in %, PAPER.md §5.1). The conditions under which
+- ``table1_test_error.json``: Table 1 (test error in %, SOURCES.md §5.1). The conditions under which
   the Theano column was obtained are the programs' recipes and the loaders' splits, read through
   ``results.recipes``, not repeated here;
 - ``energy.json``: the energy tables (pJ per operation and per 64-bit memory access, §5.2);
-- ``speed.json``: the run-time speed-ups (23x, 3.4x, 7x on a GTX 750) and the other timings (§3.7);
+- ``speed.json``: the run-time speed-ups the paper claims on a GTX 750 and the other timings (§3.7);
 - ``filters.json``: the 42 % unique-filters claim (§5.3).
 
-Only the BNN (Theano) row is compared with our runs: the Torch7 column is a different recipe
-(PAPER.md §7 item 12).
+The two BNN rows are compared with our runs, each with the runs of its own recipe (Theano, the
+programs' default; Torch7, ``--recipe torch7``): they are different recipes (SOURCES.md §7 item 12).
 """
 import json
 from dataclasses import dataclass, field
@@ -145,7 +145,7 @@ def load_energy(folder: Path | None = None) -> Energy:
 
 
 def load_speed(folder: Path | None = None) -> list[SpeedClaim]:
-    """Every speed claim: the three headline ones first (23x, 3.4x, 7x on a GTX 750), then context."""
+    """Every speed claim: the three headline ones first (GTX 750), then context."""
     name = "speed.json"
     data = _read(name, folder)
     claims = [SpeedClaim(c["key"], c["headline"], _value(c, f"{name}: {c['key']} ({c['gpu']})"), c["what"],

@@ -7,8 +7,9 @@
   SOURCES.md §5.1). Runs of one experiment with several seeds (``results/seeds.py``) are drawn as
   one curve, the mean over the seeds at each epoch, in a band from the lowest to the highest
   seed's value; their test errors as points, one per seed and evaluation.
-- ``benchmark_ratios.png``: the speed-ups of every benchmark record beside the paper's 23x, 3.4x
-  and 7x on a GTX 750 (PAPER.md §5.4), on a log scale (ours may be below 1).
+- ``benchmark_ratios.png``: the speed-ups of every benchmark record beside the paper's headline
+  ones on a GTX 750 (``results/paper/speed.json``, SOURCES.md §5.4), on a log scale (ours may be
+  below 1).
 
 matplotlib is an optional dependency (``pip install ".[plot]"``); it is imported only here, through
 its object-oriented API (no pyplot, so no global figure state), and figures are written
@@ -19,7 +20,7 @@ from pathlib import Path
 from reproduction.files import atomic_output
 
 from . import seeds
-from .compare import paper_target
+from .compare import paper_pair, paper_target
 from .paper import headline_speed, load_table1
 from .records import find_records
 
@@ -99,7 +100,8 @@ def curves_figure(groups: list[seeds.Group], dataset: str, paper_errs: dict):
 
 
 def benchmark_ratios(benches: list[tuple[str, dict]], paper: dict, out: Path) -> Path:
-    """Grouped bars: for each ratio, the paper's (GTX 750) and each record's (name, record)."""
+    """Grouped bars: for each of the paper's ratios (GTX 750), the same pair of kernels in each
+    record (name, record): the paper's XNOR kernel, ``xnor_paper`` (``compare.paper_pair``)."""
     Figure, Canvas = _matplotlib()
     fig = Figure(figsize=(8, 4.2))
     Canvas(fig)
@@ -107,7 +109,8 @@ def benchmark_ratios(benches: list[tuple[str, dict]], paper: dict, out: Path) ->
     keys = list(paper)
     width = 0.8 / (1 + len(benches))
     labels = [("paper, GTX 750", {k: paper[k].value for k in keys})]
-    labels += [(f"{name} ({rec.get('device', '?')})", rec.get("ratios") or {}) for name, rec in benches]
+    labels += [(f"{name} ({rec.get('device', '?')})",
+                {k: (rec.get("ratios") or {}).get(paper_pair(k)) for k in keys}) for name, rec in benches]
     for j, (label, ratios) in enumerate(labels):
         xs = [i + (j - len(benches) / 2) * width for i, k in enumerate(keys) if ratios.get(k)]
         ys = [ratios[k] for k in keys if ratios.get(k)]

@@ -1,6 +1,6 @@
 """Model summaries: parameters, memory, multiply-accumulates and the paper's energy estimate, per layer.
 
-The three networks of the paper come from their programs' recipes (PAPER.md §2.2): every hidden
+The three networks of the paper come from their programs' recipes (SOURCES.md §2.2): every hidden
 block is a binary layer (+ real bias) → [max-pool 2x2] → BN → sign; conv layers are 3x3, pad 1, stride 1, so
 a conv layer's output map has the side of its input.
 
@@ -8,19 +8,19 @@ Counts, per layer, for one image:
 
 - binary parameters: the weights, ``n_in * n_out`` (dense) or ``n_in * n_out * k^2`` (conv);
 - float parameters: the bias and BN's beta, gamma, mean and inv_std, ``5 * n_out`` (what params.h5
-  stores; PAPER.md §1.5);
+  stores; SOURCES.md §1.5);
 - memory: float32 (4 bytes per parameter) and packed (1 bit per binary weight, float parameters
   stay float32);
 - MACs: ``n_in * n_out`` (dense), ``side^2 * n_in * n_out * k^2`` (conv). The first layer's input
   is the real-valued image, so its MACs are **float MACs**: we count them as float32 MUL + ADD, as
-  the original run-time code runs layer 1 with the float baseline kernel (PAPER.md §3.4; the
+  the original run-time code runs layer 1 with the float baseline kernel (SOURCES.md §3.4; the
   paper's Algorithm 4 would use 8 bit planes instead). All other MACs are **binary MACs**.
 
-Energy, with the paper's Tables 2 and 3 (Horowitz, 45 nm; PAPER.md §5.2). Assumptions:
+Energy, with the paper's Tables 2 and 3 (Horowitz, 45 nm; SOURCES.md §5.2). Assumptions:
 
 - a float32 MAC costs MUL + ADD = 3.7 + 0.9 = 4.6 pJ;
 - a binary MAC is 1/32 of the SWAR triple XNOR, popcount, accumulate on 32-bit words (paper §4,
-  PAPER.md §5.4), each of the three costed as a 32-bit integer ADD (0.1 pJ): 0.3/32 ≈ 0.0094 pJ.
+  SOURCES.md §5.4), each of the three costed as a 32-bit integer ADD (0.1 pJ): 0.3/32 ≈ 0.0094 pJ.
   Table 2 has no XNOR or popcount entry; this is our assumption, not the paper's;
 - every parameter is read once per image in 64-bit accesses, ``ceil(bits / 64)``, from the smallest
   memory of Table 3 that holds the whole model as stored (8 KB, 32 KB, 1 MB, else DRAM at its lower

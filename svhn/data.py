@@ -1,4 +1,4 @@
-"""SVHN as the original used it: pylearn2's ``splitted_train`` / ``valid`` / ``test`` (PAPER.md §2.3,
+"""SVHN as the original used it: pylearn2's ``splitted_train`` / ``valid`` / ``test`` (SOURCES.md §2.3,
 §7 item 10), read from the official cropped-digit files and kept in an HDF5 cache of uint8 pixels.
 
 Source files (http://ufldl.stanford.edu/housenumbers/): ``train_32x32.mat`` (73,257 images),

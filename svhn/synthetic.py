@@ -2,7 +2,7 @@
 real 2.3 GB download.
 
 The official ``{train,test,extra}_32x32.mat`` files hold ``X``: uint8 (32, 32, 3, N) (row, column,
-RGB channel, image) and ``y``: (N, 1) labels 1..10, where 10 means the digit 0 (PAPER.md §2.3). We
+RGB channel, image) and ``y``: (N, 1) labels 1..10, where 10 means the digit 0 (SOURCES.md §2.3). We
 write the same two variables with ``scipy.io.savemat`` (MATLAB v5, uncompressed; the official
 files are v5 with zlib compression, and the loader reads both).
 

@@ -1,4 +1,4 @@
-"""The binary units and weight binarization pin the original's exact semantics (PAPER.md §1.1)."""
+"""The binary units and weight binarization pin the original's exact semantics (SOURCES.md §1.1)."""
 import numpy as np
 import pytensor
 import pytensor.tensor as pt

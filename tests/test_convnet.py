@@ -1,4 +1,4 @@
-"""The ConvNets built from the programs' architecture strings (PAPER.md §2.2)."""
+"""The ConvNets built from the programs' architecture strings (SOURCES.md §2.2)."""
 import numpy as np
 import pytest
 
@@ -45,6 +45,6 @@ def test_the_programs_networks_have_the_papers_weight_counts(dataset, conv, dens
     summary = [(l.kind, l.n_out, l.pool == 2) for l in network(dataset)]
     assert summary == parse(spec)
     scales = [float(l.W_LR_scale) for l in layers if hasattr(l, "W_LR_scale")]
-    if dataset == "cifar10":   # PAPER.md §1.2's table
+    if dataset == "cifar10":   # SOURCES.md §1.2's table
         assert scales == pytest.approx([28.0357, 39.1918, 48.0, 55.4256, 67.8823, 78.3837, 78.3837, 36.9504,
                                         26.2552], abs=1e-4)

@@ -203,7 +203,7 @@ def test_threshold_sign_kernel(driver, tmp_path):
 
 def test_harness_catches_the_original_unguarded_loads(tmp_path):
     """The original's tile loads had no guards and its grid one extra block row and column
-    (PAPER.md 3.2): put them back, and AddressSanitizer must report the out-of-bounds read."""
+    (SOURCES.md §3.2): put them back, and AddressSanitizer must report the out-of-bounds read."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
     source = (GPU_XNOR / "binary_kernels.cu").read_text()

@@ -1,4 +1,4 @@
-"""The paper's tables under results/paper/ load and hold the numbers PAPER.md §5 gives."""
+"""The paper's tables under results/paper/ load and hold the numbers SOURCES.md §5 gives."""
 import json
 import shutil
 

@@ -23,8 +23,8 @@ def test_learning_curves_and_ratios(tmp_path):
     make_run(tmp_path, "mnist-a", "mnist", 1.1, epochs=30)
     make_run(tmp_path, "mnist-b", "mnist", 1.3, epochs=12)
     make_run(tmp_path, "svhn-a", "svhn", 3.0, epochs=5)
-    make_bench(tmp_path, "h200", xnor_vs_baseline=12.0, xnor_vs_blas=0.3, mlp_xnor_vs_baseline=None)
-    make_bench(tmp_path, "cpu", device="cpu", xnor_vs_baseline=5.0, mlp_xnor_vs_baseline=2.0)
+    make_bench(tmp_path, "h200", xnor_paper_vs_baseline=12.0, xnor_paper_vs_blas=0.3, mlp_xnor_paper_vs_baseline=None)
+    make_bench(tmp_path, "cpu", device="cpu", xnor_paper_vs_baseline=5.0, mlp_xnor_paper_vs_baseline=2.0)
     out = tmp_path / "figures"
     written = plot.plot_all([tmp_path / "runs", tmp_path / "bench"], out)
     names = sorted(p.name for p in written)

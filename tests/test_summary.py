@@ -1,4 +1,4 @@
-"""Model summaries against hand counts of the paper's three networks (PAPER.md §2.2)."""
+"""Model summaries against hand counts of the paper's three networks (SOURCES.md §2.2)."""
 import math
 
 import h5py
