@@ -1,8 +1,8 @@
 """How long our training step stays on the original's trajectory (SOURCES.md §1, §2.1).
 
-The MNIST recipe with dropout off: 784-4096x3-10, batch 100, LR 0.003 (the first epoch's), the
-original's seed 1234 (initial weights and the shuffle before epoch 1 drawn as the original drew
-them), the real MNIST training images in that order. From the same initial state three trainings
+The MNIST recipe with dropout off (the values at the top of mnist/__main__.py: 784-4096x3-10,
+its batch, its first epoch's learning rate), the original's seed (initial weights and the shuffle
+before epoch 1 drawn as the original drew them), the real MNIST training images in that order. From the same initial state three trainings
 run side by side, batch after batch: the numpy float32 reference of the original's formulas
 (results/reference_bnn.py) and our compiled training step in each PyTensor mode asked for. After each
 batch the script records, per mode, how many binarized weights (sign of the latent W, sign(0) = +1)
@@ -26,31 +26,31 @@ import os
 import sys
 import time
 
+from types import SimpleNamespace
+
 import numpy as np
 
 import reproduction  # noqa: F401  (compile-cache and floatX defaults, before PyTensor loads)
 from reproduction.backend import environment, load_average
-from reproduction.binarize import binary_tanh_unit
 from reproduction.files import write_json
 from reproduction.functions import compile_functions
-from reproduction.layers import BatchNorm, DenseLayer, Dropout, Nonlinearity, binary_layers
-from results import reference_bnn as ref
+from reproduction.layers import BatchNorm, binary_layers
+import mnist.__main__ as mnist_program
+from results import recipes, reference_bnn as ref
 
 F32 = np.float32
-SEED, BATCH, LR = 1234, 100, 0.003
+MNIST = recipes.recipe("mnist")          # the program's recipe: seed, batch, learning rate, widths
+SEED, BATCH, LR = MNIST["seed"], MNIST["batch_size"], MNIST["LR_start"]
 
 
 def build(units, hidden):
-    """The MNIST MLP with dropout off, drawn from RandomState(1234) in the original's order (the
-    Dropout(0) layers still draw their stream seeds, as Lasagne's DropoutLayer(p=0.) did)."""
-    rng = np.random.RandomState(SEED)
-    layers, n_in = [Dropout(0.0, rng=rng)], 784
-    for i in range(hidden):
-        layers += [DenseLayer(n_in, units, rng=rng, name=f"dense{i}"), BatchNorm(units, name=f"bn{i}"),
-                   Nonlinearity(binary_tanh_unit), Dropout(0.0, rng=rng)]
-        n_in = units
-    layers += [DenseLayer(n_in, 10, rng=rng, name=f"dense{hidden}"), BatchNorm(10, name=f"bn{hidden}")]
-    return layers, rng
+    """The MNIST program's MLP (``build_mlp``) with dropout off, drawn from RandomState(seed) in the
+    original's order (the Dropout(0) layers still draw their stream seeds, as Lasagne's
+    DropoutLayer(p=0.) did)."""
+    c = SimpleNamespace(**{**MNIST, "dropout_in": 0.0, "dropout_hidden": 0.0, "num_units": units,
+                           "n_hidden_layers": hidden})
+    rng = np.random.RandomState(c.seed)
+    return mnist_program.build_mlp(c, rng), rng
 
 
 def reference_state(layers):
@@ -71,8 +71,8 @@ def main(argv=None):
     p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"), help="the MNIST files")
     p.add_argument("--batches", type=int, default=30)
     p.add_argument("--modes", nargs="+", default=["JAX", "CVM"], choices=["JAX", "CVM", "NUMBA"])
-    p.add_argument("--units", type=int, default=4096)
-    p.add_argument("--hidden-layers", type=int, default=3)
+    p.add_argument("--units", type=int, default=MNIST["num_units"])
+    p.add_argument("--hidden-layers", type=int, default=MNIST["n_hidden_layers"])
     p.add_argument("--bounds", action="store_true", help="also count weights within the rigorous rounding bound")
     p.add_argument("--out", default="results/bench/trajectory_mnist.json")
     args = p.parse_args(argv)
@@ -80,7 +80,7 @@ def main(argv=None):
         p.error("--batches and --units must be positive")
 
     from mnist.data import load_mnist
-    from reproduction.download import DataError
+    from reproduction.dataset import DataError
     try:
         train = load_mnist(args.data_dir, download=False).train
     except DataError as e:
