@@ -8,7 +8,7 @@ The program body is the one the SVHN program shares: reproduction/convnet.py.
 """
 import reproduction  # noqa: F401  (compile-cache and floatX defaults, before PyTensor loads)
 from cifar10.data import load_cifar10
-from reproduction import convnet, program
+from reproduction import convnet, options, program
 
 # The recipe: the original cifar10.py's hyperparameters (SOURCES.md §2.1)
 batch_size = 50
@@ -72,11 +72,11 @@ def load_data(c):
 def parse_args(argv=None):
     """The recipe (``--recipe``: the values above, or with ``torch7``'s) with the command line's
     overrides assigned onto its names, checked."""
-    return convnet.parse_args("cifar10", __doc__, program.recipes(globals()), argv)
+    return convnet.parse_args("cifar10", __doc__, options.recipes(globals()), argv)
 
 
 def main(argv=None):
-    convnet.main("cifar10", parse_args(argv), program.recipe(globals()), load_data)
+    convnet.main("cifar10", parse_args(argv), options.recipe(globals()), load_data)
 
 
 if __name__ == "__main__":

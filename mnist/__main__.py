@@ -14,7 +14,7 @@ import reproduction  # noqa: F401,I001  (compile-cache and floatX defaults, befo
 import numpy as np
 import pytensor
 
-from reproduction import program
+from reproduction import options, program
 from reproduction.dataset import standardized
 from reproduction.functions import functions, symbolic_inputs, test_outputs, training_updates
 from reproduction.layers import DenseLayer, Dropout, Pass, activation_layer, batch_norm_layer, forward
@@ -108,13 +108,13 @@ def load_data(c):
 def parse_args(argv=None):
     """The recipe (``--recipe``: the values above, or with ``torch7``'s) with the command line's
     overrides assigned onto its names, checked."""
-    values = program.preset(argv, program.recipes(globals()))
-    p = program.parser("python -m mnist", __doc__, "mnist", values)
+    values = options.preset(argv, options.recipes(globals()))
+    p = options.parser("python -m mnist", __doc__, "mnist", values)
     p.add_argument("--no-dropout", action=_NoDropout, nargs=0, help="train without dropout (sets dropout_in and "
                    f"dropout_hidden to 0; the paper uses {dropout_in} / {dropout_hidden})")
     p.add_argument("--no-npz", action="store_true",
                    help="do not export mnist_parameters.npz (the original's layout) at each best epoch")
-    return program.parse(p, argv, "mnist", values)
+    return options.parse(p, argv, "mnist", values)
 
 
 def main(argv=None):
@@ -135,7 +135,7 @@ def main(argv=None):
             train_fn = pytensor.function([x, t, LR], loss, updates=updates, mode=c.mode)
             val_fn = pytensor.function([x, t], test_outputs(mlp, x, t), mode=c.mode)
 
-            run = program.make_run(c, "mnist", program.hyperparameters(c, program.recipe(globals()), splits,
+            run = program.make_run(c, "mnist", program.hyperparameters(c, options.recipe(globals()), splits,
                                                                        LR_decay=LR_decay), save_npz=not c.no_npz)
             train(functions(train_fn, val_fn, mlp), mlp, splits, run, rng=rng, batch_size=c.batch_size,
                   LR_start=c.LR_start, LR_decay=LR_decay, num_epochs=c.num_epochs, resume=bool(c.resume),

@@ -10,7 +10,7 @@ norm and the sign, as in the original scripts. ``nC3`` is a 3x3 binary convoluti
 import numpy as np
 import pytensor
 
-from . import binarize, program
+from . import binarize, options, program
 from .functions import functions, symbolic_inputs, test_outputs, training_updates
 from .layers import (BinarizedNeurons, Conv2DLayer, DenseLayer, MaxPool2x2, Nonlinearity, Pass, batch_norm_layer,
                      forward)
@@ -66,10 +66,10 @@ def build_convnet(spec, *, rng, activation, in_channels=3, image_size=32, alpha=
 
 def parse_args(dataset: str, doc: str, recipes: dict, argv=None):
     """The options of ``python -m cifar10`` and ``python -m svhn``: the recipe ``--recipe`` chooses
-    from their ``program.recipes`` ({"theano": ..., "torch7": ...}), with the command line's
+    from their ``options.recipes`` ({"theano": ..., "torch7": ...}), with the command line's
     overrides assigned onto its names, checked."""
-    recipe = program.preset(argv, recipes)
-    return program.parse(program.parser(f"python -m {dataset}", doc, dataset, recipe), argv, dataset, recipe)
+    recipe = options.preset(argv, recipes)
+    return options.parse(options.parser(f"python -m {dataset}", doc, dataset, recipe), argv, dataset, recipe)
 
 
 def main(dataset: str, c, recipe: dict, load_data):

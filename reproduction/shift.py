@@ -17,7 +17,6 @@ import functools
 import math
 
 import numpy as np
-import pytensor.tensor as pt
 from pytensor.gradient import zero_grad
 from pytensor.scalar.basic import UnaryScalarOp, same_out_float_only
 from pytensor.tensor.elemwise import Elemwise

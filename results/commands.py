@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduction.program import ONE_LINE, Parser, one_line_errors
+from reproduction.options import Parser
+from reproduction.program import ONE_LINE, one_line_errors
 
 from . import compare, filters, paper, recipes, run_states, summary, table
 from .executor_slurm import SlurmError, SlurmOptions

@@ -19,7 +19,7 @@ import mnist.__main__ as mnist_program
 import svhn.__main__ as svhn_program
 from cifar10 import data as cifar10_data
 from mnist import data as mnist_data
-from reproduction import program
+from reproduction import options
 from svhn import data as svhn_data
 
 PROGRAMS = {"mnist": mnist_program, "cifar10": cifar10_program, "svhn": svhn_program}
@@ -44,7 +44,7 @@ def recipe(dataset: str, name: str = "theano") -> dict:
         raise RecipeError(f"unknown recipe {name!r} (expected one of {', '.join(RECIPES)})")
     if name not in available(dataset):
         raise RecipeError(f"python -m {dataset} has no {name} recipe (no dict {name!r} in {dataset}/__main__.py)")
-    return program.recipes(vars(PROGRAMS[dataset]))[name]
+    return options.recipes(vars(PROGRAMS[dataset]))[name]
 
 
 def available(dataset: str) -> list[str]:

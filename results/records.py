@@ -18,7 +18,7 @@ import sys
 from numbers import Real
 from pathlib import Path
 
-from reproduction.program import json_problem
+from reproduction.options import json_problem
 
 from .paper import DATASETS
 

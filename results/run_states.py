@@ -13,7 +13,7 @@ States:
 - ``failed``: its last attempt failed (a bad option, missing data, a full disk, a crash), or its
   Slurm job ended without starting the program; re-run only with ``--retry-failed``.
 
-Which folder holds a run follows the programs (reproduction/program.py ``holds_run``): a
+Which folder holds a run follows the programs (reproduction/options.py ``holds_run``): a
 record.json or a checkpoint.
 """
 import json

@@ -43,7 +43,7 @@ OWNED = {"--out": "the table makes each run's folder inside its own --out",
          "--seed": "the table's --seeds sets each run's seed",
          "--recipe": "the table's --recipes sets each run's recipe"}
 #: Program options that change where a run reads its data or how it shows progress, not what it
-#: computes (reproduction/program.py APPLY_ON_RESUME): {option: takes a value}.
+#: computes (reproduction/options.py APPLY_ON_RESUME): {option: takes a value}.
 PLACEMENT = {"--data-dir": True, "--no-download": False, "--progress": True}
 #: Environment variables naming a program's data folder (relative ones are made absolute, as the
 #: programs run in the table folder).

@@ -8,7 +8,7 @@ Every value below is an option of the same name (``--LR_start 0.01``; ``--epochs
 The program body is the one the CIFAR-10 program shares: reproduction/convnet.py.
 """
 import reproduction  # noqa: F401  (compile-cache and floatX defaults, before PyTensor loads)
-from reproduction import convnet, program
+from reproduction import convnet, options, program
 from svhn.data import load_svhn
 
 # The recipe: the original svhn.py's hyperparameters (SOURCES.md §2.1)
@@ -77,11 +77,11 @@ def load_data(c):
 def parse_args(argv=None):
     """The recipe (``--recipe``: the values above, or with ``torch7``'s) with the command line's
     overrides assigned onto its names, checked."""
-    return convnet.parse_args("svhn", __doc__, program.recipes(globals()), argv)
+    return convnet.parse_args("svhn", __doc__, options.recipes(globals()), argv)
 
 
 def main(argv=None):
-    convnet.main("svhn", parse_args(argv), program.recipe(globals()), load_data)
+    convnet.main("svhn", parse_args(argv), options.recipe(globals()), load_data)
 
 
 if __name__ == "__main__":

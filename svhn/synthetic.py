@@ -90,7 +90,8 @@ def _count(text: str) -> int:
 
 
 def main(argv=None) -> None:
-    from reproduction.program import Parser, one_line_errors
+    from reproduction.options import Parser
+    from reproduction.program import one_line_errors
 
     parser = Parser(prog="python -m svhn.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)

@@ -1,6 +1,6 @@
 """The one-line guarantee, end to end, as a user meets it: every program and subcommand run as a
 process, a bad input ends in one line on stderr and a non-zero exit, never a traceback; a closed
-pipe ends quietly. (The in-process tests of each case are beside the code: test_program.py,
+pipe ends quietly. (The in-process tests of each case are beside the code: test_options.py,
 test_run_folder.py, test_mnist_program.py, test_conv_programs.py, test_compare.py, ...)"""
 import os
 import subprocess
@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from reproduction.program import ONE_LINE, OptionError, one_line_errors
+from reproduction.options import OptionError
+from reproduction.program import ONE_LINE, one_line_errors
 from reproduction.dataset import DataError
 from tests.conftest import ROOT
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reproduction import program
+from reproduction import options, program
 from tests.other_user import SKIP_REASON, run_python
 
 
@@ -96,7 +96,7 @@ def test_the_disk_estimate_counts_three_checkpoints_and_the_parameters():
     import numpy as np
     import mnist.__main__ as m
 
-    c = argparse.Namespace(**program.recipe(vars(m)))
+    c = argparse.Namespace(**options.recipe(vars(m)))
     c.num_units, c.n_hidden_layers = 8, 1
     layers = m.build_mlp(c, np.random.RandomState(0))
     p = 4 * ((784 * 8 + 5 * 8) + (8 * 10 + 5 * 10))      # W and b, beta, gamma, mean, inv_std per block

@@ -202,10 +202,10 @@ def test_the_mnist_glr_vector_and_clip_mask():
 def test_the_convnet_glr_vectors_are_powers_of_two(dataset, scales, clip_all):
     import importlib
 
-    from reproduction import program
+    from reproduction import options
     from reproduction.convnet import build_convnet
 
-    r = program.recipes(vars(importlib.import_module(f"{dataset}.__main__")))["torch7"]
+    r = options.recipes(vars(importlib.import_module(f"{dataset}.__main__")))["torch7"]
     layers = build_convnet(r["architecture"], rng=np.random.RandomState(0), activation=r["activation"],
                            W_LR_scale=r["W_LR_scale"], batch_norm=r["batch_norm"], shift_bn=r["shift_bn"],
                            init=r["init"])

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from reproduction import program
+from reproduction import options
 from reproduction.dataset import Split, Splits, Standardized, standardized, unit_pixels, whole_set_moments
 from tests.conftest import MNIST_DIR
 
@@ -18,7 +18,7 @@ PROGRAMS = ("mnist", "cifar10", "svhn")
 @pytest.mark.parametrize("dataset", PROGRAMS)
 def test_every_torch7_name_is_a_top_value_and_an_option(dataset):
     module = importlib.import_module(f"{dataset}.__main__")
-    both = program.recipes(vars(module))              # raises on a torch7 name without a top value
+    both = options.recipes(vars(module))              # raises on a torch7 name without a top value
     assert set(both["torch7"]) == set(both["theano"])
     differs = {k for k in both["theano"] if both["theano"][k] != both["torch7"][k]}
     assert differs == set(module.torch7) - {k for k, v in module.torch7.items() if both["theano"][k] == v}
@@ -27,7 +27,7 @@ def test_every_torch7_name_is_a_top_value_and_an_option(dataset):
 
 
 def test_the_torch7_values_are_the_torch7_codes():
-    r = {d: program.recipes(vars(importlib.import_module(f"{d}.__main__")))["torch7"] for d in PROGRAMS}
+    r = {d: options.recipes(vars(importlib.import_module(f"{d}.__main__")))["torch7"] for d in PROGRAMS}
     assert [(r[d]["LR_start"], r[d]["LR_halve_every"], r[d]["batch_size"]) for d in PROGRAMS] == \
         [(2 ** -6, 20, 100), (2 ** -6, 50, 200), (2 ** -7, 20, 200)]          # SOURCES.md §4(f)
     assert r["mnist"]["num_units"] == 2048 and r["mnist"]["dropout_in"] == r["mnist"]["dropout_hidden"] == 0

@@ -1,24 +1,25 @@
 """A program's options are its recipe: the values at its top are the defaults, each option assigns
-onto one of those names, and the record is built from them (reproduction/program.py)."""
+onto one of those names, and the record is built from them (reproduction/options.py; what the
+record holds: reproduction/program.py)."""
 import json
 import re
 
 import pytest
 
 import mnist.__main__ as mnist_program
-from reproduction import program
+from reproduction import options, program
 
 
 def test_the_recipe_is_the_plain_values_at_a_programs_top():
-    recipe = program.recipe(vars(mnist_program))
+    recipe = options.recipe(vars(mnist_program))
     assert recipe["LR_start"] == 0.003 and recipe["num_units"] == 4096 and recipe["stochastic"] is False
     assert "np" not in recipe and "main" not in recipe and "build_mlp" not in recipe
-    assert program.recipe({"a": 1, "_hidden": 2, "f": len, "s": "x", "flag": True}) == {"a": 1, "s": "x", "flag": True}
+    assert options.recipe({"a": 1, "_hidden": 2, "f": len, "s": "x", "flag": True}) == {"a": 1, "s": "x", "flag": True}
 
 
 def test_without_options_the_run_uses_the_recipe():
     c = mnist_program.parse_args(["--out", "x"])
-    for name, value in program.recipe(vars(mnist_program)).items():
+    for name, value in options.recipe(vars(mnist_program)).items():
         assert getattr(c, name) == value, name
 
 
@@ -50,9 +51,9 @@ def test_the_record_holds_every_recipe_value_and_what_is_derived_from_them(tmp_p
 
     c = mnist_program.parse_args(["--out", str(tmp_path / "r"), "--epochs", "4"])
     s = Split(np.zeros((3, 1, 28, 28), np.uint8), np.zeros(3, np.int64))
-    hp = program.hyperparameters(c, program.recipe(vars(mnist_program)), Splits(s, s, s), LR_decay=0.5)
+    hp = program.hyperparameters(c, options.recipe(vars(mnist_program)), Splits(s, s, s), LR_decay=0.5)
     assert hp["num_epochs"] == 4 and hp["LR_decay"] == 0.5 and hp["train_size"] == 3 and hp["mode"] == c.mode
-    assert set(program.recipe(vars(mnist_program))) <= set(hp)
+    assert set(options.recipe(vars(mnist_program))) <= set(hp)
     json.dumps(hp)  # a record is JSON
 
 
