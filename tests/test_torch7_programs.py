@@ -8,10 +8,9 @@ import pytest
 
 from reproduction import options
 from reproduction.dataset import Split, Splits, Standardized, standardized, unit_pixels, whole_set_moments
-from tests.conftest import MNIST_DIR
+from tests.conftest import HAVE_MNIST, MNIST_DIR
 
-needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
-                                 reason=f"the official MNIST files are not in {MNIST_DIR}")
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"the official MNIST files are not in {MNIST_DIR}")
 PROGRAMS = ("mnist", "cifar10", "svhn")
 
 
