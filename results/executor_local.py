@@ -95,8 +95,9 @@ def _ended(name: str, event: dict, record: dict | None) -> str:
     if kind == "finished":
         rec = record or {}
         result = f": test error {rec['test_err']:.2f} %" if isinstance(rec.get("test_err"), (int, float)) else ""
-        where = f" (epoch {rec['best_epoch']} of {len(rec.get('epochs') or [])})" if result and rec.get("best_epoch") \
-            else ""
+        # The epoch the test error was measured at: the best one (Theano) or the last (Torch7).
+        epoch = rec.get("test_epoch") or rec.get("best_epoch")
+        where = f" (epoch {epoch} of {len(rec.get('epochs') or [])})" if result and epoch else ""
         return f"finished  {name}{result}{where}"
     if kind == "stopped":
         return f"stopped   {name} ({event['reason']}); the next table run resumes it"

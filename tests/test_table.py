@@ -210,6 +210,16 @@ def test_reason_is_the_programs_last_error_line(tmp_path):
     assert attempts.reason(tmp_path / "none", 3) == "exit code 3"
 
 
+
+def test_a_finished_run_is_reported_with_the_epoch_its_test_error_comes_from():
+    from results.executor_local import _ended
+
+    epochs = [{"epoch": e} for e in range(1, 21)]
+    theano = {"test_err": 4.08, "best_epoch": 19, "test_epoch": 19, "epochs": epochs}
+    torch7 = {"test_err": 4.83, "best_epoch": 13, "test_epoch": 20, "epochs": epochs}   # the last epoch's
+    assert _ended("a", {"outcome": "finished"}, theano) == "finished  a: test error 4.08 % (epoch 19 of 20)"
+    assert _ended("b", {"outcome": "finished"}, torch7) == "finished  b: test error 4.83 % (epoch 20 of 20)"
+
 # --- the local executor on a tiny MNIST table ---------------------------------------------------------
 
 def test_a_finished_table_is_left_alone(tiny_reference):
