@@ -55,7 +55,7 @@ class _Gemm(Op):
     def infer_shape(self, fgraph, node, shapes):
         return [(shapes[0][0], shapes[1][1])]
 
-    def grad(self, inputs, output_grads):
+    def pullback(self, inputs, outputs, cotangents):   # PyTensor 3's name for grad
         raise NotImplementedError(f"{type(self).__name__} is for inference only, as in the original")
 
 

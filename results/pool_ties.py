@@ -79,6 +79,7 @@ def compile_probe(layers, ties, mode, input_shape):
 
     from reproduction.layers import MaxPool2x2, Pass, binary_layers
     from reproduction.loss import squared_hinge
+    from reproduction.updates import float32_sums
 
     x = pt.tensor("inputs", dtype="float32", shape=(None, *input_shape))
     t = pt.matrix("targets", dtype="float32")
@@ -93,7 +94,8 @@ def compile_probe(layers, ties, mode, input_shape):
             h = layer(h, p)
     loss = squared_hinge(h, t)
     weights = [p.binarized[layer.W] for layer in binary_layers(layers)]
-    grads = pytensor.grad(loss, pool_out + weights)
+    # Float32 sums in the gradients, as the training step has them (reproduction.updates).
+    grads = float32_sums(pytensor.grad(loss, pool_out + weights))
     f = pytensor.function([x, t], [loss, *pool_in, *grads], mode=mode)
     n_pools = len(pool_in)
 
@@ -115,9 +117,10 @@ def window_stats(x, gz):
     n, c, h, w = x.shape
     windows = x[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2)
     maxima = (windows == out[:, :, :, None, :, None]).sum(axis=(3, 5))
-    mass = np.abs(gz.astype(np.float64))
-    first = max_pool2x2_grad_numpy(x, out, gz.astype(np.float64), ties="first")
-    every = max_pool2x2_grad_numpy(x, out, gz.astype(np.float64), ties="all")
+    gz = np.asarray(gz, dtype=np.float64)
+    mass = np.abs(gz)
+    first = max_pool2x2_grad_numpy(x, out, gz, ties="first")
+    every = max_pool2x2_grad_numpy(x, out, gz, ties="all")
     return {
         "shape": list(x.shape),
         "windows": int(maxima.size),
@@ -129,7 +132,8 @@ def window_stats(x, gz):
 
 
 def weight_gradient_stats(name, g_first, g_all):
-    a, b = g_first.astype(np.float64), g_all.astype(np.float64)
+    # np.asarray first: a JAX array's astype(float64) truncates to float32 and warns.
+    a, b = np.asarray(g_first, dtype=np.float64), np.asarray(g_all, dtype=np.float64)
     return {"layer": name,
             "relative_l2_difference": _ratio(np.linalg.norm(b - a), np.linalg.norm(a)),
             "sign_disagreement": float((np.sign(a) != np.sign(b)).mean())}
