@@ -21,7 +21,7 @@ from .backend import environment
 from .dataset import DataError, Splits
 from .files import OutputError, check_writable
 from .options import EXIT_USAGE, TORCH7_OPTIMIZER_ONLY, OptionError, holds_run
-from .train import Run, TrainingError
+from .train import Run, TrainingError, folder_bytes
 
 #: Exit codes: a run that could not go on, a closed pipe (128 + SIGPIPE, what a process killed by it
 #: returns); a bad option gives EXIT_USAGE, a stop signal 128 + its number (Ctrl-C: 130).
@@ -49,11 +49,11 @@ def parameter_bytes(layers) -> int:
 
 
 def disk_needed(layers, npz: bool = False) -> int:
-    """What a run may write into its folder, from the size P of its parameters: a checkpoint holds
-    the parameters and the optimizers' two moments (about 3 P), and up to three coexist while one
-    is written beside the previous two; params.h5 (and the npz) with its temporary copy, 2 P each."""
+    """What a run may write into its folder, estimated before compiling from the size P of its
+    parameters: a checkpoint holds the parameters and the optimizer's two moments, about 3 P
+    (``train.folder_bytes``; the training loop checks again with the exact sizes)."""
     p = parameter_bytes(layers)
-    return 3 * 3 * p + 2 * p * (2 if npz else 1)
+    return folder_bytes(3 * p, p, npz)
 
 
 def _missing_folders(folder: Path) -> list:

@@ -480,14 +480,20 @@ def _resume_state(run: Run, functions, rng, out):
     raise ResumeError(f"cannot resume: {detail}")
 
 
+def folder_bytes(checkpoint: int, params: int, npz: bool = False) -> int:
+    """The most a run folder holds at once: three checkpoints at the moment of rotation (previous,
+    current, the one being written) and params.h5 (and the npz) beside its temporary copy."""
+    return 3 * checkpoint + 2 * params * (1 + npz)
+
+
 def _disk_needed(run: Run, functions, layers) -> int:
-    """Bytes a run may still need in its folder: three checkpoints at the moment of rotation
-    (previous, current, the one being written) and params.h5 (and the npz) with its temporary."""
+    """Bytes a run may still need in its folder (:func:`folder_bytes` of its compiled state, less
+    what its files already take)."""
     ckpt = state_bytes(functions) + len(functions.state) * 4096
     params = sum(np.asarray(v.get_value()).nbytes for b in blocks(layers) for v in b.values()) + 65536
     have = sum(p.stat().st_size for p in (run.checkpoint_path, run.previous_checkpoint_path, run.params_path,
                                           run.npz_path) if p.is_file())
-    return max(0, 3 * ckpt + 2 * params * (1 + run.save_npz) - have)
+    return max(0, folder_bytes(ckpt, params, run.save_npz) - have)
 
 
 def _check_space(run: Run, functions, layers) -> None:
