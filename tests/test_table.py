@@ -297,10 +297,18 @@ def test_a_killed_table_command_stops_its_programs(tmp_path):
     wait_for(lambda: "up" in (tmp_path / "log").read_text().splitlines(), 30, "the child did not start")
     table_like.kill()
     table_like.wait()
-    wait_for(heard.exists, 10, "the child did not hear of its parent's death")
+    # The handler creates the file, then writes it: wait for the words, not the file.
+    wait_for(lambda: heard.exists() and heard.read_text(), 10, "the child did not hear of its parent's death")
     assert heard.read_text() == "SIGTERM"
-    wait_for(lambda: not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text(),
-             10, "the child did not stop")
+    wait_for(lambda: _stopped(child), 10, "the child did not stop")
+
+
+def _stopped(pid: int) -> bool:
+    """The process is gone or a zombie (its status may vanish between two reads when it is reaped)."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
 
 
 def test_a_failed_run_is_reported_and_retried_only_when_asked(tmp_path):
