@@ -282,7 +282,7 @@ def json_problem(e: ValueError) -> str:
 
 def holds_run(folder: Path) -> bool:
     """Whether ``folder`` holds a run: a record or a checkpoint."""
-    return any((folder / name).exists() for name in ("record.json", "checkpoint.h5", "checkpoint.prev.h5"))
+    return any((Path(folder) / name).exists() for name in ("record.json", "checkpoint.h5", "checkpoint.prev.h5"))
 
 
 # --- the checks ------------------------------------------------------------------------------------

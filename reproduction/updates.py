@@ -226,7 +226,7 @@ def adamax_binary_clip_shift(loss_or_grads, params, learning_rate, scales, clipp
 
 def torch7_lr_scale(n: int) -> np.float32:
     """The Torch7 MNIST model's scale for a batch norm's gamma: 1/sqrt(1.5/n) (SOURCES.md §4(e))."""
-    return np.float32(1.0 / np.sqrt(1.5 / n))
+    return glorot_lr_scale(n, 0)
 
 
 def halving_learning_rates(lr_start, every, num_epochs) -> list:

@@ -248,7 +248,7 @@ def _table(args) -> str:
     if args.executor != "slurm" and slurm_given:
         raise table.TableError(f"{slurm_given[0]}: a Slurm option (give --executor slurm)")
     if args.status and not (args.out / table.TABLE_FILE).exists():
-        table.load(args.out)            # says there is no table there
+        raise table.no_table(args.out)
     tbl = table.plan(args.out, args.datasets, args.recipes, args.seeds, args.program_options)
     if args.status:
         states, warning = _states(tbl, strict=False)

@@ -25,7 +25,7 @@ from svhn import data as svhn_data
 PROGRAMS = {"mnist": mnist_program, "cifar10": cifar10_program, "svhn": svhn_program}
 LOADERS = {"mnist": mnist_data, "cifar10": cifar10_data, "svhn": svhn_data}
 #: The recipes, in the order of the paper's columns; the first is the programs' default.
-RECIPES = ("theano", "torch7")
+RECIPES = options.RECIPES
 #: One example's shape, the input of each program's network.
 INPUT_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32)}
 #: Recipe values that set how long and on what a run trains, not what it trains: a run that differs

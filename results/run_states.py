@@ -13,7 +13,7 @@ States:
 - ``failed``: its last attempt failed (a bad option, missing data, a full disk, a crash), or its
   Slurm job ended without starting the program; re-run only with ``--retry-failed``.
 
-Which folder holds a run follows the programs (reproduction/options.py ``holds_run``): a
+Which folder holds a run is the programs' own test (reproduction/options.py ``holds_run``): a
 record.json or a checkpoint.
 """
 import json
@@ -21,6 +21,8 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from reproduction.options import holds_run
 
 from .attempts import read_events
 
@@ -30,7 +32,6 @@ WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONF
                      "STOPPED", "RESIZING"})
 #: ... and of one that runs or is being ended (its processes may still write).
 RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
-RUN_FILES = ("record.json", "checkpoint.h5", "checkpoint.prev.h5")
 
 
 @dataclass
@@ -46,10 +47,6 @@ class RunState:
     test_err: float | None = None
     where: str = ""
     reason: str = ""
-
-
-def holds_run(folder: Path) -> bool:
-    return any((Path(folder) / name).exists() for name in RUN_FILES)
 
 
 def read_record(folder: Path) -> dict | None:

@@ -160,13 +160,10 @@ def read_spec(folder: Path) -> dict | None:
     return spec
 
 
-def load(folder: Path) -> Table:
-    """The table in ``folder`` as planned (for ``--status``)."""
-    spec = read_spec(folder)
-    if spec is None:
-        raise TableError(f"--out {folder}: no table there (no {TABLE_FILE}); plan one with python -m reproduction "
-                         f"table --out {folder} ...")
-    return plan(folder, None, None, None, [])
+def no_table(folder: Path) -> TableError:
+    """The error of ``--status`` on a folder without a table."""
+    return TableError(f"--out {folder}: no table there (no {TABLE_FILE}); plan one with python -m reproduction "
+                      f"table --out {folder} ...")
 
 
 def plan(folder: Path, datasets: list | None, recipe_names: list | None, seeds, options: list[str]) -> Table:
