@@ -170,7 +170,7 @@ def parse(argv=None) -> argparse.Namespace:
         args.images = args.images or 200
         args.warmup, args.repeats, args.slow_repeats = 0, 1, 1
     args.mlp_skipped = None
-    _out_path(args)
+    args.out = _out_path(args)
     args.net = _network(args)
     args.data = _data(args)
     args.device_obj = _device(args)
