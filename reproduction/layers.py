@@ -77,13 +77,18 @@ class SeededStream:
         return draws
 
 
+def count(x, axes):
+    """How many values of ``x`` each reduction over ``axes`` sees, as a float32 graph value."""
+    n = 1
+    for a in axes:
+        n = n * x.shape[a]
+    return pt.cast(n, "float32")
+
+
 def mean(x, axes):
     """The mean of ``x`` over ``axes``, summed in float32 and divided by the float32 count, as the
     original's GPU reductions computed ``T.mean`` (SOURCES.md §1.3; reproduction/updates.py)."""
-    count = 1
-    for a in axes:
-        count = count * x.shape[a]
-    return pt.sum(x, axis=axes, acc_dtype="float32") / pt.cast(count, "float32")
+    return pt.sum(x, axis=axes, acc_dtype="float32") / count(x, axes)
 
 
 def lr_scale(rule, fan_in, fan_out) -> np.float32:
@@ -231,15 +236,25 @@ class BatchNorm:
             else:
                 var = mean(pt.sqr(centered), self.axes)  # biased, as T.var
             inv_std = 1.0 / pt.sqrt(var + float32_constant(self.epsilon, f"{self.name}.epsilon"))
-            alpha = float32_constant(self.alpha, f"{self.name}.alpha")
-            keep = float32_constant(1 - self.alpha, f"{self.name}.1-alpha")  # 1 - alpha in Python, as Lasagne
-            p.updates[self.mean] = keep * self.mean + alpha * mu
-            p.updates[self.inv_std] = keep * self.inv_std + alpha * inv_std
+            self._running_updates(p, (self.mean, mu), (self.inv_std, inv_std))
         gamma = self.gamma
         if self.shift_based:
             inv_std, gamma = ap2_ste(inv_std), ap2_ste(gamma)
         scale = self._broadcast(gamma * inv_std, x.ndim)
         return (x - self._broadcast(mu, x.ndim)) * scale + self._broadcast(self.beta, x.ndim)
+
+    #: The name of the averaging factor in the graph: Lasagne's ``alpha``, Torch's ``momentum``.
+    factor_name = "alpha"
+
+    def _running_updates(self, p, *pairs):
+        """running <- (1 - alpha) * running + alpha * batch for each (running, batch) pair, with
+        ``1 - alpha`` computed in Python and rounded once, as Lasagne and Torch did; returns the new
+        running values."""
+        m = float32_constant(self.alpha, f"{self.name}.{self.factor_name}")
+        keep = float32_constant(1 - self.alpha, f"{self.name}.1-{self.factor_name}")
+        for running, batch in pairs:
+            p.updates[running] = keep * running + m * batch
+        return [p.updates[running] for running, _ in pairs]
 
 
 #: Torch's nn.BatchNormalization defaults, which the Torch7 models' output layer keeps (SOURCES.md §4(c)).
@@ -267,6 +282,8 @@ class ShiftBatchNormTorch7(BatchNorm):
     ``runningVal or true`` makes the option void (SOURCES.md §4(c)).
     """
 
+    factor_name = "momentum"
+
     def __init__(self, n, axes=(0,), momentum=0.125, epsilon=1e-5, name="bn"):
         super().__init__(n, axes=axes, alpha=momentum, epsilon=epsilon, shift_based=True, name=name)
         if len(self.axes) > 1:
@@ -282,7 +299,7 @@ class ShiftBatchNormTorch7(BatchNorm):
         c_hat = ap2(centered)
         inv_std = 1.0 / pt.sqrt(mean(c_hat * centered, self.axes)
                                 + float32_constant(self.epsilon, f"{self.name}.epsilon"))
-        self._running_updates(p, mu, inv_std)
+        self._running_updates(p, (self.mean, mu), (self.inv_std, inv_std))
         s_hat = ap2(inv_std)
         normalized = centered * b(s_hat)
         y = normalized * b(gamma_hat) + b(self.beta)
@@ -292,12 +309,6 @@ class ShiftBatchNormTorch7(BatchNorm):
              - b(k(s_hat ** 3 * gamma_hat)) * k(c_hat) * b(mean(k(c_hat) * x, self.axes))
              + k(ap2(normalized)) * b(self.gamma) + b(self.beta))
         return k(y) + (z - k(z))
-
-    def _running_updates(self, p, mu, inv_std):
-        m = float32_constant(self.alpha, f"{self.name}.momentum")
-        keep = float32_constant(1 - self.alpha, f"{self.name}.1-momentum")
-        p.updates[self.mean] = keep * self.mean + m * mu
-        p.updates[self.inv_std] = keep * self.inv_std + m * inv_std
 
 
 class BatchNormTorch7(BatchNorm):
@@ -316,6 +327,8 @@ class BatchNormTorch7(BatchNorm):
     backward is the derivative of the forward, so PyTensor's gradient is the code's.
     """
 
+    factor_name = "momentum"
+
     def __init__(self, n, axes=(0,), momentum=TORCH_BN_MOMENTUM, epsilon=TORCH_BN_EPSILON, name="bn"):
         super().__init__(n, axes=axes, alpha=momentum, epsilon=epsilon, shift_based=False, name=name)
         self.var = _shared(np.ones(n), f"{name}.var")
@@ -331,15 +344,8 @@ class BatchNormTorch7(BatchNorm):
         centered = x - b(mu)
         squares = mean(pt.sqr(centered), self.axes)
         inv_std = 1.0 / pt.sqrt(squares + eps)
-        n = 1
-        for a in self.axes:
-            n = n * x.shape[a]
-        n = pt.cast(n, "float32")
-        m = float32_constant(self.alpha, f"{self.name}.momentum")
-        keep = float32_constant(1 - self.alpha, f"{self.name}.1-momentum")
-        var = keep * self.var + m * (squares * n / (n - 1.0))
-        p.updates[self.mean] = keep * self.mean + m * mu
-        p.updates[self.var] = var
+        n = count(x, self.axes)
+        _, var = self._running_updates(p, (self.mean, mu), (self.var, squares * n / (n - 1.0)))
         p.updates[self.inv_std] = 1.0 / pt.sqrt(var + eps)
         return centered * b(inv_std) * b(self.gamma) + b(self.beta)
 
